@@ -1,0 +1,3 @@
+from galip_bench.cli import main
+
+raise SystemExit(main())
