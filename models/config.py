@@ -1,0 +1,50 @@
+"""GALIPConfig: the paper's full model by default; every ablation switch is a field."""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+D_BACKBONES = ("clip", "scratch")
+PREPROCESS_MODES = ("official", "standard")
+
+
+@dataclass
+class CLIPConfig:
+    model: str = "ViT-B-32"           # open_clip model name, or "tiny" (random-init test/smoke CLIP)
+    pretrained: Optional[str] = None  # path to an OpenAI/open_clip checkpoint; resolved by galip_bench, never here
+    preprocess: str = "official"      # official: GALIP's double-mapped, nearest resize; standard: one map, bicubic
+
+
+@dataclass
+class GALIPConfig:
+    # sizes
+    z_dim: int = 100
+    cond_dim: int = 512                # sentence-embedding size; must equal the CLIP embedding size
+    ngf: int = 64
+    img_size: int = 224
+    bridge_ch: int = 64                # channels of the noise code fed to the bridge predictor
+    bridge_mid_ch: int = 32
+    bridge_blocks: int = 4
+    mapper_scale: float = 0.1          # out = conv(bridge + mapper_scale * mapped)
+    d_out_ch: int = 512
+    c_hidden: int = 128
+    ndf: int = 64                      # scratch discriminator width
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    # switches
+    d_backbone: str = "clip"           # clip: D on frozen CLIP-ViT maps; scratch: DF-GAN-style CNN on pixels
+    mate_d: bool = True                # fuse the CLIP maps of all d_taps; False: last tap alone
+    d_taps: List[int] = field(default_factory=lambda: [1, 4, 8])
+    g_clip_vit: bool = True            # generator runs the frozen CLIP-ViT mapper (Mate-G)
+    bridge: bool = True                # text-conditioned bridge predictor (M_Blocks); False: linear noise code
+    prompts: bool = True               # text-conditioned prompt tokens in the mapper blocks
+    prompt_layers: List[int] = field(default_factory=lambda: list(range(1, 9)))
+
+    def validate(self) -> None:
+        if self.d_backbone not in D_BACKBONES:
+            raise ValueError(f"d_backbone must be one of {D_BACKBONES}, got {self.d_backbone!r}")
+        if self.clip.preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"clip.preprocess must be one of {PREPROCESS_MODES}, got {self.clip.preprocess!r}")
+        if not self.d_taps:
+            raise ValueError("d_taps must name at least one CLIP block")
+        if self.prompts and not self.prompt_layers:
+            raise ValueError("prompts=True needs at least one entry in prompt_layers")
+        if self.img_size < 8:
+            raise ValueError(f"img_size must be at least 8, got {self.img_size}")

@@ -1,0 +1,119 @@
+"""GALIP: the frozen CLIP plus netG, netD, netC, and conversion to and from the official checkpoint layout."""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from models.clip import FrozenCLIP
+from models.config import GALIPConfig
+from models.discriminator import NetC, NetD, ScratchNetD
+from models.generator import NetG
+
+NETS = ("netG", "netD", "netC")
+CLIP_VIT_PREFIX = "mapping.CLIP_ViT."
+
+
+class CheckpointMismatch(ValueError):
+    """A state_dict does not fit the model config; the message names the first mismatching key."""
+
+
+def _strip_module_prefix(sd: dict) -> dict:
+    """DDP-wrapped official runs save keys as 'module.<key>'."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def check_state_dict(net: nn.Module, sd: dict, name: str) -> None:
+    """Raise CheckpointMismatch naming the first key that is missing, unexpected or of another shape."""
+    own = net.state_dict()
+    for key, value in own.items():
+        if key not in sd:
+            raise CheckpointMismatch(f"{name}: key '{key}' missing from the checkpoint (config expects it)")
+        if tuple(sd[key].shape) != tuple(value.shape):
+            raise CheckpointMismatch(f"{name}: key '{key}' has shape {tuple(sd[key].shape)} in the checkpoint, "
+                                     f"the config expects {tuple(value.shape)}")
+    for key in sd:
+        if key not in own:
+            raise CheckpointMismatch(f"{name}: unexpected key '{key}' in the checkpoint (not in this config)")
+
+
+class GALIP(nn.Module):
+    def __init__(self, cfg: Optional[GALIPConfig] = None, clip: Optional[FrozenCLIP] = None):
+        super().__init__()
+        cfg = cfg or GALIPConfig()
+        cfg.validate()
+        if clip is None:
+            clip = FrozenCLIP.from_open_clip(cfg.clip.model, pretrained=cfg.clip.pretrained,
+                                             preprocess=cfg.clip.preprocess, taps=cfg.d_taps)
+        if clip.preprocess != cfg.clip.preprocess:
+            raise ValueError(f"the CLIP was built with preprocess={clip.preprocess!r} but the config asks for "
+                             f"{cfg.clip.preprocess!r}")
+        if clip.embed_dim != cfg.cond_dim:
+            raise ValueError(f"cond_dim={cfg.cond_dim} must equal the CLIP embedding size {clip.embed_dim}")
+        clip.set_taps(cfg.d_taps)
+        if cfg.g_clip_vit and cfg.prompts and max(cfg.prompt_layers) >= clip.num_blocks:
+            raise ValueError(f"prompt_layers {list(cfg.prompt_layers)} outside the {clip.num_blocks} CLIP blocks")
+        self.cfg = cfg
+        self.clip = clip
+        self.netG = NetG(cfg, clip)
+        self.netD = NetD(cfg, clip.width) if cfg.d_backbone == "clip" else ScratchNetD(cfg, clip.grid)
+        self.netC = NetC(cfg, clip.grid)
+
+    def d_input(self, images: torch.Tensor, with_embedding: bool = False):
+        """What netD sees for images in [-1,1]: CLIP maps (clip backbone) or the pixels (scratch), and the
+        CLIP image embedding (always free with the clip backbone; computed on request for scratch)."""
+        if self.cfg.d_backbone == "clip":
+            return self.clip.encode_image(images)
+        emb = self.clip.encode_image(images)[1] if with_embedding else None
+        return images, emb
+
+    # official checkpoints -----------------------------------------------------------------------------------
+    def load_official(self, ckpt: dict) -> None:
+        """Load {'model': {'netG','netD','netC'}} as saved by the official code, or the three dicts.
+        netG's mapping.CLIP_ViT.* entries are copies of the frozen CLIP and are checked for shape only."""
+        nets = ckpt.get("model", ckpt)
+        state = {}
+        for name in NETS:
+            if name not in nets:
+                raise CheckpointMismatch(f"checkpoint has no '{name}' (expected {{'model': {{netG, netD, netC}}}})")
+            sd = _strip_module_prefix(nets[name])
+            if name == "netG":
+                self._check_clip_vit({k[len(CLIP_VIT_PREFIX):]: v for k, v in sd.items()
+                                      if k.startswith(CLIP_VIT_PREFIX)})
+                sd = {k: v for k, v in sd.items() if not k.startswith(CLIP_VIT_PREFIX)}
+            check_state_dict(getattr(self, name), sd, name)
+            state[name] = sd
+        for name in NETS:
+            getattr(self, name).load_state_dict(state[name])
+
+    def _check_clip_vit(self, sd: dict) -> None:
+        if not self.cfg.g_clip_vit:
+            return
+        own = self.clip.visual_state_dict_official()
+        for key, value in own.items():
+            if key in sd and tuple(sd[key].shape) != tuple(value.shape):
+                raise CheckpointMismatch(f"netG: key '{CLIP_VIT_PREFIX}{key}' has shape {tuple(sd[key].shape)}, "
+                                         f"the CLIP in use has {tuple(value.shape)}")
+
+    def export_official(self) -> dict:
+        """The reverse of load_official: {'model': {'netG','netD','netC'}} with the official keys."""
+        netG = dict(self.netG.state_dict())
+        if self.cfg.g_clip_vit:
+            for k, v in self.clip.visual_state_dict_official().items():
+                netG[CLIP_VIT_PREFIX + k] = v
+        return {"model": {"netG": netG, "netD": self.netD.state_dict(), "netC": self.netC.state_dict()}}
+
+
+def parameter_counts(galip: GALIP) -> dict:
+    """{'netG'|'netD'|'netC'|'clip': {'trainable': n, 'frozen': n}}. netG's frozen count is the CLIP-ViT it
+    runs as its mapper (shared with the D-side encoder), as the official netG holds it."""
+    counts = {}
+    for name in NETS:
+        params = list(getattr(galip, name).parameters())
+        counts[name] = {"trainable": sum(p.numel() for p in params if p.requires_grad),
+                        "frozen": sum(p.numel() for p in params if not p.requires_grad)}
+    if galip.cfg.g_clip_vit:
+        counts["netG"]["frozen"] += sum(v.numel() for v in galip.clip.visual_state_dict_official().values())
+    counts["clip"] = {"trainable": 0, "frozen": sum(p.numel() for p in galip.clip.parameters())}
+    return counts
