@@ -95,10 +95,16 @@ class FrozenCLIP(nn.Module):
         `pretrained` is a local file or an open_clip tag (tags may download; callers keep that opt-in)."""
         if isinstance(name_or_config, str) and name_or_config == "tiny":
             name_or_config = TINY_CLIP_CONFIG
+        if isinstance(name_or_config, str) and pretrained is None:
+            config = open_clip.get_model_config(name_or_config)
+            if config is None:
+                raise ValueError(f"unknown open_clip model {name_or_config!r}")
+            name_or_config = {**config, "quick_gelu": True}
         if isinstance(name_or_config, dict):
             if pretrained is not None:
                 raise ValueError("pretrained weights need a named open_clip model, not a config dict")
-            model = _build_open_clip(name_or_config, quick_gelu=name_or_config.get("quick_gelu", True))
+            arch = {k: name_or_config[k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
+            model = _build_open_clip(arch, quick_gelu=name_or_config.get("quick_gelu", True))
         else:
             model = open_clip.create_model(name_or_config, pretrained=pretrained, force_quick_gelu=True)
         if not isinstance(model, CLIP):

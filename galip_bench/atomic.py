@@ -1,0 +1,37 @@
+"""Atomic writes: write a temp file in the destination folder, fsync, then os.replace. A killed process leaves
+either the old file or the new one, never a half-written file under the final name."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_write(path, write) -> Path:
+    """Call write(file_object) on a temp file beside `path`, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_torch_save(obj, path) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

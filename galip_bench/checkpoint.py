@@ -1,0 +1,97 @@
+"""Our checkpoint format: format version, model config, the three nets, optimiser and scaler state, step and RNG
+states. Written atomically; read back with clear errors for missing, corrupt or mismatching files."""
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galip_bench.atomic import atomic_torch_save
+from galip_bench.config import merge_onto, to_object
+from galip_bench.errors import UserError
+from models import GALIPConfig
+from models.galip import NETS, CheckpointMismatch, check_state_dict
+
+FORMAT = "galip-bench"
+FORMAT_VERSION = 1
+
+
+def capture_rng() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(galip, step: int = 0, optimizers: dict = None, scaler=None, rng: dict = None,
+                    extra: dict = None) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": dataclasses.asdict(galip.cfg),
+        "nets": {name: getattr(galip, name).state_dict() for name in NETS},
+        "optimizers": {k: opt.state_dict() for k, opt in (optimizers or {}).items()},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "step": int(step),
+        "rng": rng if rng is not None else capture_rng(),
+        "extra": extra or {},
+    }
+
+
+def save_checkpoint(path, galip, **kwargs) -> Path:
+    return atomic_torch_save(make_checkpoint(galip, **kwargs), path)
+
+
+def read_checkpoint(path) -> tuple:
+    """('ours' | 'official', dict) for a checkpoint file; UserError when it is missing, unreadable or unknown."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise UserError(f"checkpoint {path} could not be read ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else 'truncated?'}); it is corrupt or incomplete") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    if ckpt.get("format") == FORMAT:
+        if ckpt.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(f"checkpoint {path} has format version {ckpt['format_version']}; this galip-bench "
+                            f"reads up to {FORMAT_VERSION}: upgrade galip-bench")
+        return "ours", ckpt
+    nets = ckpt.get("model", ckpt)
+    if isinstance(nets, dict) and all(n in nets for n in NETS):
+        return "official", ckpt
+    raise UserError(f"{path} is neither a galip-bench checkpoint nor an official GALIP one "
+                    f"(expected {{'model': {{netG, netD, netC}}}})")
+
+
+def config_of(ckpt: dict, source: str = "checkpoint") -> GALIPConfig:
+    return to_object(merge_onto(GALIPConfig, ckpt["model_config"], source=source), source)
+
+
+def load_nets(galip, ckpt: dict, source: str = "checkpoint") -> None:
+    """Load our checkpoint's nets into galip; a key or shape mismatch is a UserError naming the first key."""
+    try:
+        for name in NETS:
+            check_state_dict(getattr(galip, name), ckpt["nets"][name], name)
+    except CheckpointMismatch as err:
+        raise UserError(f"{source}: {err}") from None
+    for name in NETS:
+        getattr(galip, name).load_state_dict(ckpt["nets"][name])
+
+
+def load_official_nets(galip, ckpt: dict, source: str = "checkpoint") -> None:
+    try:
+        galip.load_official(ckpt)
+    except CheckpointMismatch as err:
+        raise UserError(f"{source}: {err}") from None

@@ -1,0 +1,58 @@
+"""Structured configs through omegaconf: YAML sections and dotlist overrides merged onto dataclass schemas, with
+user errors that name the key and the file."""
+from pathlib import Path
+from typing import Iterable, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from galip_bench.errors import UserError
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        conf = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: report the parser's first line
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not OmegaConf.is_dict(conf):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return conf
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    first = str(err).splitlines()[0]
+    return f"key '{key}': {first}" if key else first
+
+
+def merge_onto(schema, *layers, source: str = "config"):
+    """OmegaConf.structured(schema) merged with each layer (dicts/DictConfigs); unknown keys and wrong types
+    raise UserError naming the key and the source."""
+    conf = OmegaConf.structured(schema)
+    for layer in layers:
+        if layer is None:
+            continue
+        try:
+            conf = OmegaConf.merge(conf, layer)
+        except OmegaConfBaseException as err:
+            raise UserError(f"{source}: {_describe(err)}") from None
+    return conf
+
+
+def dotlist(overrides: Optional[Iterable[str]]):
+    overrides = list(overrides or [])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"override {bad[0]!r} is not of the form key=value")
+    return OmegaConf.from_dotlist(overrides)
+
+
+def to_object(conf, source: str = "config"):
+    """The dataclass instance of a structured config (interpolations resolved)."""
+    try:
+        return OmegaConf.to_object(conf)
+    except OmegaConfBaseException as err:
+        raise UserError(f"{source}: {_describe(err)}") from None
