@@ -1,0 +1,116 @@
+"""Frechet distance between Gaussians fitted to features.
+
+``frechet_distance`` matches pytorch-fid's ``calculate_frechet_distance`` (which GALIP's official code uses):
+float64 numpy, ``scipy.linalg.sqrtm``, an ``eps * I`` offset on both covariances when the product's square root is
+not finite, and a check that the imaginary part of the square root is negligible.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg
+import torch
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)); matches pytorch-fid's ``calculate_frechet_distance``."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics differ in shape: mu {mu1.shape} vs {mu2.shape}, "
+                         f"sigma {sigma1.shape} vs {sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():  # product is singular: offset both covariances (pytorch-fid's fallback)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"sqrtm has a significant imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # scipy warns on (near-)singular input; the finiteness check handles it
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(a)
+
+
+def _as_numpy64(features) -> np.ndarray:
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().double().numpy()
+    return np.asarray(features, dtype=np.float64)
+
+
+def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of [N, D] features; sigma is the unbiased covariance, as ``np.cov(rowvar=False)`` (pytorch-fid)."""
+    f = _as_numpy64(features)
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+class StatsAccumulator:
+    """Streaming mean/covariance in float64 sums, so features need not be kept in memory.
+
+    Gives the same (mu, sigma) as ``feature_stats`` on the concatenated features (sigma unbiased, N - 1).
+    """
+
+    def __init__(self, dim: int | None = None):
+        self.n = 0
+        self.dim = dim
+        self._sum = None
+        self._outer = None
+        self._shift = None  # first batch mean: subtracting it keeps the sums well conditioned
+
+    def update(self, features) -> None:
+        f = _as_numpy64(features)
+        if f.ndim != 2 or (self.dim is not None and f.shape[1] != self.dim):
+            raise ValueError(f"expected features of shape [N, {self.dim or 'D'}], got {f.shape}")
+        if f.shape[0] == 0:
+            return
+        if self._sum is None:
+            self.dim = f.shape[1]
+            self._shift = f.mean(axis=0)
+            self._sum = np.zeros(self.dim)
+            self._outer = np.zeros((self.dim, self.dim))
+        c = f - self._shift
+        self._sum += c.sum(axis=0)
+        self._outer += c.T @ c
+        self.n += f.shape[0]
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        mean_c = self._sum / self.n
+        sigma = (self._outer - self.n * np.outer(mean_c, mean_c)) / (self.n - 1)
+        return self._shift + mean_c, sigma
+
+    def state(self) -> dict:
+        """Arrays for the reference-statistics cache and ``Protocol.compute``."""
+        mu, sigma = self.stats()
+        return {"mu": mu, "sigma": sigma, "n": np.array(self.n)}
+
+
+class FeatureBank:
+    """Keeps every feature (float64); for metrics that need samples, not moments (KID)."""
+
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []
+
+    def update(self, features) -> None:
+        self.chunks.append(_as_numpy64(features))
+
+    def state(self) -> dict:
+        features = np.concatenate(self.chunks) if self.chunks else np.zeros((0, 0))
+        return {"features": features, "n": np.array(len(features))}
+
+
+def load_stats_npz(path) -> dict:
+    """A given ``mu``/``sigma`` npz (e.g. GALIP's ``coco_val256_FIDK0.npz``, pytorch-fid's ``--save-stats`` files)."""
+    with np.load(path) as data:
+        missing = {"mu", "sigma"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(sorted(missing))} array (has {', '.join(data.files)})")
+        return {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64),
+                "n": np.array(int(data["n"]) if "n" in data.files else -1)}
