@@ -45,13 +45,16 @@ def autocast(amp: Optional[AMP]):
     return amp.autocast() if amp is not None else nullcontext()
 
 
-def backward_and_step(loss: torch.Tensor, optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
+def backward_and_step(backward, optimizer, scaler: Optional[torch.amp.GradScaler], grad_sync=None) -> None:
+    """zero_grad, backward() (which scales its losses itself when a scaler is given), optional gradient
+    all-reduce, then the optimiser step with the official scale-reset rule."""
     optimizer.zero_grad(set_to_none=True)
+    backward()
+    if grad_sync is not None:
+        grad_sync([p for group in optimizer.param_groups for p in group["params"]])
     if scaler is None:
-        loss.backward()
         optimizer.step()
         return
-    scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     if scaler.get_scale() < SCALER_MIN:

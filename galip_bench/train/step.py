@@ -1,6 +1,6 @@
 """One GALIP training step, in the official order (lib/modules.py train()): the D step on real, mismatched and
 detached fake inputs with MA-GP, then the G step through the updated D on the non-detached fake CLIP features."""
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -8,27 +8,51 @@ from galip_bench.train.amp import AMP, autocast, backward_and_step
 from models.losses import d_loss, g_loss
 
 
+def _chunks(x: torch.Tensor, n: int):
+    return x.chunk(n) if n > 1 else (x,)
+
+
 def train_step(galip, opt_d, opt_g, real_images, tokens, noise, *, sim_w: float = 4.0,
-               amp: Optional[AMP] = None, sent: Optional[torch.Tensor] = None) -> dict:
+               amp: Optional[AMP] = None, sent: Optional[torch.Tensor] = None, accum: int = 1,
+               grad_sync: Optional[Callable] = None) -> dict:
     """opt_d optimises netD+netC, opt_g netG (Adam, betas (0.0, 0.9) in the paper). Returns the loss terms as
-    floats. `sent` may carry cached sentence embeddings for `tokens` (the text encoder is frozen)."""
+    floats, averaged over micro-batches. `sent` may carry cached sentence embeddings for `tokens` (the text
+    encoder is frozen). `accum` splits the batch into micro-batches whose gradients add up before each update;
+    `grad_sync(params)` averages gradients across processes before each update (DDP)."""
     if sent is None:
         with torch.no_grad():
             sent = galip.clip.encode_text(tokens)[0]
-    sent = sent.detach().float().requires_grad_()
-    real = real_images.detach().requires_grad_()
     scaler_d = amp.scaler_d if amp is not None else None
-    with autocast(amp):
-        real_in, _ = galip.d_input(real)
-        fake = galip.netG(noise, sent)
-        fake_in, fake_emb = galip.d_input(fake, with_embedding=True)
-        gp_scale = scaler_d.get_scale() if scaler_d is not None else None
-        d_terms = d_loss(galip.netD, galip.netC, real_in, fake_in, sent, gp_scale=gp_scale)
-    backward_and_step(d_terms["errD"], opt_d, scaler_d)
-    with autocast(amp):
-        g_terms = g_loss(galip.netD, galip.netC, fake_in, fake_emb, sent, sim_w=sim_w)
-    backward_and_step(g_terms["errG"], opt_g, amp.scaler_g if amp is not None else None)
-    return {k: float(v.detach()) for k, v in {**d_terms, **g_terms}.items()}
+    scaler_g = amp.scaler_g if amp is not None else None
+    micro, totals = [], {}
+
+    def add(terms):
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) / accum
+
+    def d_backward():
+        for real, z, s in zip(_chunks(real_images, accum), _chunks(noise, accum), _chunks(sent, accum)):
+            s = s.detach().float().requires_grad_()
+            with autocast(amp):
+                real_in, _ = galip.d_input(real.detach().requires_grad_())
+                fake = galip.netG(z, s)
+                fake_in, fake_emb = galip.d_input(fake, with_embedding=True)
+                gp_scale = scaler_d.get_scale() if scaler_d is not None else None
+                terms = d_loss(galip.netD, galip.netC, real_in, fake_in, s, gp_scale=gp_scale)
+            micro.append((fake_in, fake_emb, s))
+            add(terms)
+            (scaler_d.scale(terms["errD"]) if scaler_d is not None else terms["errD"]).div(accum).backward()
+
+    def g_backward():
+        for fake_in, fake_emb, s in micro:
+            with autocast(amp):
+                terms = g_loss(galip.netD, galip.netC, fake_in, fake_emb, s, sim_w=sim_w)
+            add(terms)
+            (scaler_g.scale(terms["errG"]) if scaler_g is not None else terms["errG"]).div(accum).backward()
+
+    backward_and_step(d_backward, opt_d, scaler_d, grad_sync)
+    backward_and_step(g_backward, opt_g, scaler_g, grad_sync)
+    return totals
 
 
 def make_optimizers(galip, lr_g: float = 1e-4, lr_d: float = 4e-4, betas=(0.0, 0.9)):

@@ -1,0 +1,43 @@
+"""`galip-bench run GRID.yaml`: train and evaluate every run of an ablation grid, locally or on SLURM."""
+from pathlib import Path
+
+from galip_bench import launch, results
+from galip_bench.grid import load_grid
+from galip_bench.site import load_site
+
+
+def add_arguments(p):
+    p.add_argument("grid", help="ablation grid YAML, e.g. ablations/mate_g.yaml")
+    p.add_argument("--profile", help="rewrite the grid for a setting, e.g. `smoke` (synthetic data, tiny CLIP, CPU)")
+    p.add_argument("--executor", choices=["local", "slurm", "debug"], help="override bench.yaml's executor")
+    p.add_argument("--bench", help="site config (default: $GALIP_BENCH_CONFIG or ./bench.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every run, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--force", action="store_true", help="rerun finished runs from scratch")
+    p.add_argument("--no-wait", action="store_true", help="submit and return (SLURM)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
+    p.add_argument("--allow-download", action="store_true", help="let metric weights download when missing")
+
+
+def run(args) -> int:
+    grid = load_grid(args.grid, args.profile, args.overrides)
+    site = load_site(args.bench, grid.profile, args.executor or grid.executor)
+    root = Path(site.paths.runs) / grid.name
+    print(f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
+          + (f", profile {grid.profile}" if grid.profile else "") + f", folder {root}")
+    for r in grid.runs:
+        print(f"  {r.run_id}  {r.name}  seed {r.seed}")
+    if args.dry_run:
+        return 0
+    summary = launch.launch(grid, site, force=args.force, allow_download=args.allow_download,
+                            wait=not args.no_wait)
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} finished run(s) (--force reruns them)")
+    table = results.collect(root)
+    if not table.empty:
+        cols = [c for c in table.columns if c not in ("log",)]
+        print(table[cols].to_string(index=False))
+    if summary["failed"]:
+        print(f"{len(summary['failed'])} run(s) failed: see `galip-bench status {args.grid}`")
+        return 1
+    return 0

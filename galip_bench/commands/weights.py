@@ -1,0 +1,13 @@
+"""`galip-bench weights`: what each metric protocol needs and what was found (nothing is downloaded)."""
+from galip_bench.metrics.weights import format_weights_report, weights_report
+from galip_bench.site import load_site
+
+
+def add_arguments(p):
+    p.add_argument("--bench", help="site config (default: $GALIP_BENCH_CONFIG or ./bench.yaml)")
+
+
+def run(args) -> int:
+    site = load_site(args.bench)
+    print(format_weights_report(weights_report(site.paths.weights)))
+    return 0

@@ -1,0 +1,19 @@
+"""DataConfig: which dataset, where, at which size, and how to read it."""
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"           # synthetic | cub | coco | captions | webdataset
+    root: Optional[str] = None        # dataset folder (cub, coco, captions)
+    size: int = 64                    # image side fed to the model
+    seed: int = 0                     # synthetic scenes; seeded caption choices in evaluation
+    num_train: int = 2000             # synthetic split sizes
+    num_test: int = 500
+    shards: Optional[str] = None      # webdataset brace pattern, e.g. "cc12m/{00000..01242}.tar"
+    manifest: Optional[str] = None    # captions kind: JSONL/CSV manifest (else a folder of image + .txt pairs)
+    captions_per_image: str = "random"  # evaluation: random (seeded) caption per image, or all pairs
+    skip_corrupt: bool = False        # skip (and count) images that do not decode instead of stopping
+    num_workers: int = 0
+    embedding_cache: bool = False     # cache sentence embeddings per (dataset, split, CLIP weights)

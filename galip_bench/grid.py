@@ -1,0 +1,126 @@
+"""Ablation grids: a YAML file of base overrides, a cartesian `grid`, named `variants` and `seeds`, expanded into
+one resolved RunConfig per run. Run ids hash the resolved config, so the same run always lands in the same folder."""
+import hashlib
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from omegaconf import OmegaConf
+
+from galip_bench.config import dotlist, merge_onto, read_yaml, to_object
+from galip_bench.errors import UserError
+from galip_bench.profiles import PROFILES
+from galip_bench.schema import RunConfig
+
+GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile"}
+
+
+@dataclass
+class Run:
+    run_id: str
+    name: str          # variant name plus grid values, e.g. "full" or "full,model.bridge=false"
+    seed: int
+    config: RunConfig
+    conf: object       # the resolved DictConfig (what gets written next to the outputs)
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    runs: List[Run]
+    slurm: dict
+    executor: str = None
+    profile: str = None
+
+
+def nest(flat: dict) -> dict:
+    """{'model.prompts': False} -> {'model': {'prompts': False}} (nested dicts pass through)."""
+    out = {}
+    for key, value in flat.items():
+        node = out
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _label(value) -> str:
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("kind") or value)
+    return str(value)
+
+
+def run_id_of(conf) -> str:
+    return hashlib.sha256(OmegaConf.to_yaml(conf, resolve=True, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _variants(raw: dict, path: Path) -> list:
+    variants = raw.get("variants") or [{"name": "default", "overrides": {}}]
+    out = []
+    for i, v in enumerate(variants):
+        if not isinstance(v, dict) or "name" not in v:
+            raise UserError(f"{path}: variants[{i}] needs a `name` (and optional `overrides`)")
+        extra = set(v) - {"name", "overrides"}
+        if extra:
+            raise UserError(f"{path}: variant '{v['name']}': unknown field '{sorted(extra)[0]}' (name, overrides)")
+        out.append((str(v["name"]), nest(dict(v.get("overrides") or {}))))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: variant names must be unique, got {names}")
+    return out
+
+
+def _grid_points(raw: dict, path: Path) -> list:
+    grid = raw.get("grid") or {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{path}: grid key '{key}' needs a non-empty list of values")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def load_grid(path, profile: str = None, overrides=None) -> Grid:
+    path = Path(path)
+    raw = OmegaConf.to_container(read_yaml(path), resolve=False)
+    unknown = set(raw) - GRID_KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(GRID_KEYS))})")
+    name = str(raw.get("name") or path.stem)
+    profile = profile or raw.get("profile")
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile '{profile}' (available: {', '.join(PROFILES)})")
+    base = nest(dict(raw.get("base") or {}))
+    if raw.get("eval"):
+        base.setdefault("eval", {}).update(nest(dict(raw["eval"])))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        raise UserError(f"{path}: `seeds` must be a non-empty list of integers")
+    cli = dotlist(overrides)
+    runs, seen = [], {}
+    for (vname, vover), point in itertools.product(_variants(raw, path), _grid_points(raw, path)):
+        run_name = ",".join([vname] + [f"{k}={_label(v)}" for k, v in point.items()])
+        for seed in seeds:
+            source = f"{path}: variant '{run_name}'"
+            layers = [base, vover, nest(point), PROFILES[profile] if profile else None]
+            conf = merge_onto(RunConfig, *layers, source=source)
+            conf = merge_onto(RunConfig, conf, cli, {"grid": name, "variant": run_name, "seed": int(seed)},
+                              source=f"{source} (command-line overrides)")
+            config = to_object(conf, source)
+            try:
+                config.model.validate()
+            except ValueError as err:
+                raise UserError(f"{source}: {err}") from None
+            rid = run_id_of(conf)
+            if rid in seen:
+                raise UserError(f"{path}: runs '{seen[rid]}' and '{run_name}' (seed {seed}) resolve to the same config")
+            seen[rid] = run_name
+            runs.append(Run(rid, run_name, int(seed), config, conf))
+    if not runs:
+        raise UserError(f"{path}: the grid expands to no runs")
+    return Grid(name, path, runs, dict(raw.get("slurm") or {}), raw.get("executor"), profile)

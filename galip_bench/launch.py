@@ -1,0 +1,143 @@
+"""Launching a grid through submitit: one Checkpointable job per run (a SLURM job array, local subprocesses, or
+in-process with the debug executor). Finished runs are skipped, unfinished ones resume, --force reruns."""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import submitit
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from galip_bench import results
+from galip_bench.config import merge_onto, to_object
+from galip_bench.rundir import RunDir
+from galip_bench.schema import RunConfig, SiteConfig
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """What a job executes: train (and evaluate) one run. On preemption or timeout, submitit calls checkpoint(),
+    which requeues the same job; it resumes from the run's last checkpoint."""
+
+    def __init__(self, conf_yaml: str, run_path: str, site_yaml: str, allow_download: bool = False,
+                 progress: bool = False):
+        self.conf_yaml, self.run_path, self.site_yaml = conf_yaml, run_path, site_yaml
+        self.allow_download, self.progress = allow_download, progress
+
+    def __call__(self) -> dict:
+        from galip_bench.evaluate import Evaluator
+        from galip_bench.train.loop import train_run
+
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        cfg = to_object(merge_onto(RunConfig, OmegaConf.create(self.conf_yaml), source=self.run_path))
+        site = to_object(merge_onto(SiteConfig, OmegaConf.create(self.site_yaml), source="site"))
+        run_dir = RunDir(self.run_path)
+        make_evaluator = None
+        if cfg.eval.protocols:
+            make_evaluator = lambda device: Evaluator(cfg, site, device, self.allow_download, self.progress)  # noqa
+        try:
+            return train_run(cfg, run_dir, make_evaluator, progress=self.progress)
+        except BaseException as err:
+            if not isinstance(err, (KeyboardInterrupt, SystemExit)):
+                line = (str(err).splitlines() or [""])[0]
+                run_dir.set_status("failed", error=f"{type(err).__name__}: {line}")
+            raise
+
+    def checkpoint(self, *args, **kwargs):
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
+    kind = site.executor
+    if kind == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    if kind == "local":
+        return submitit.LocalExecutor(folder=folder)
+    slurm = {**OmegaConf.to_container(OmegaConf.structured(site.slurm)), **grid_slurm}
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    gpus_per_node = slurm["gpus_per_node"]
+    params = dict(
+        nodes=slurm["nodes"], gpus_per_node=gpus_per_node, tasks_per_node=max(gpus_per_node, 1),
+        cpus_per_task=slurm["cpus_per_task"], mem_gb=slurm["mem_gb"], timeout_min=slurm["time_min"],
+        slurm_array_parallelism=slurm["array_parallelism"], slurm_additional_parameters=dict(slurm["additional"]),
+        slurm_setup=list(slurm["setup"]), name="galip-bench",
+    )
+    if slurm.get("partition"):
+        params["slurm_partition"] = slurm["partition"]
+    if slurm.get("account"):
+        params["slurm_account"] = slurm["account"]
+    if slurm.get("constraint"):
+        params["slurm_constraint"] = slurm["constraint"]
+    if gpus_per_node == 0:
+        params.pop("gpus_per_node")
+    executor.update_parameters(**params)
+    return executor
+
+
+def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
+    """(runs to launch, runs skipped as finished). Writes each run's resolved config."""
+    root = Path(site.paths.runs) / grid.name
+    todo, done = [], []
+    for run in grid.runs:
+        run_dir = RunDir(root / run.run_id)
+        if force and run_dir.path.exists():
+            shutil.rmtree(run_dir.path)
+        if run_dir.finished:
+            done.append(run)
+            continue
+        run_dir.write_config(run.conf)
+        run_dir.set_status("pending", variant=run.name, seed=run.seed, steps=run.config.train.steps,
+                           executor=site.executor)
+        todo.append(run)
+    return todo, done
+
+
+def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = False, wait: bool = True,
+           progress: bool = True) -> dict:
+    root = Path(site.paths.runs) / grid.name
+    todo, done = prepare(grid, site, force)
+    summary = {"skipped": [r.run_id for r in done], "launched": [r.run_id for r in todo], "failed": []}
+    if todo:
+        site_yaml = OmegaConf.to_yaml(OmegaConf.structured(site))
+        in_process = site.executor == "debug"
+        jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
+                                    allow_download, progress=in_process and progress) for r in todo}
+        executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
+        chunk = len(todo) if site.executor == "slurm" else max(site.max_local_parallel, 1)
+        bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait))
+        for i in range(0, len(todo), chunk):
+            runs = todo[i:i + chunk]
+            with executor.batch():
+                jobs = [executor.submit(jobs_of[r.run_id]) for r in runs]
+            for run, job in zip(runs, jobs):
+                RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
+            if wait:
+                summary["failed"] += _wait(runs, jobs, root, bar)
+        bar.close()
+    results.write_index(root)
+    return summary
+
+
+def _wait(runs, jobs, root: Path, bar) -> list:
+    failed = []
+    pending = dict(zip([r.run_id for r in runs], jobs))
+    names = {r.run_id: r.name for r in runs}
+    while pending:
+        for rid, job in list(pending.items()):
+            try:
+                if not job.done():  # the debug executor runs the job here, and raises its error
+                    continue
+                job.result()
+            except Exception:  # the job recorded its error in status.json
+                failed.append(rid)
+                if RunDir(root / rid).status().get("state") != "failed":
+                    tail = (job.stderr() or "job failed").strip().splitlines() or ["job failed"]
+                    RunDir(root / rid).set_status("failed", error=tail[-1][:300])
+            del pending[rid]
+            bar.update(1)
+        if pending:
+            steps = {names[rid]: RunDir(root / rid).status().get("step", 0) for rid in pending}
+            bar.set_postfix_str(", ".join(f"{n}@{s}" for n, s in steps.items())[:80])
+            time.sleep(1.0)
+    return failed

@@ -1,0 +1,21 @@
+"""Profiles rewrite any grid for another setting while keeping its switches. `smoke` is the embedded default:
+synthetic data, the tiny random CLIP, small images and channels, a few hundred CPU steps and small metric
+extractors, so a grid runs on a 2-core laptop in minutes through exactly the code path of a cluster run."""
+
+SMOKE = {
+    "model": {
+        "clip": {"model": "tiny", "pretrained": None},
+        "cond_dim": 64, "ngf": 8, "img_size": 32, "d_out_ch": 32, "ndf": 8,
+        "bridge_ch": 16, "bridge_mid_ch": 8, "c_hidden": 16,
+    },
+    "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
+    "train": {
+        "steps": 120, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32",
+        "ckpt_every": 40, "keep_ckpts": 2, "log_every": 20, "sample_every": 60, "eval_every": 60,
+        "num_sample_images": 8,
+    },
+    "eval": {"num_samples": 128, "batch_size": 64, "extractor": "tiny"},
+}
+
+PROFILES = {"smoke": SMOKE}
+SITE_PROFILES = {"smoke": {"executor": "local"}}

@@ -1,0 +1,65 @@
+"""Grid-level results, rebuilt from the run folders (never edited in place, so concurrent jobs cannot corrupt it)."""
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from galip_bench.atomic import atomic_write_text
+from galip_bench.rundir import RunDir, read_jsonl
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def effective_state(status: dict) -> tuple:
+    """(state, error): a run marked running whose process on this host is gone is reported as failed."""
+    state, error = status.get("state", "pending"), status.get("error")
+    if state == "running" and status.get("host") == os.uname().nodename and not _alive(status.get("pid")):
+        return "failed", error or f"process {status.get('pid')} died at step {status.get('step', 0)}; resumable"
+    return state, error
+
+
+def run_dirs(grid_root) -> list:
+    root = Path(grid_root)
+    return sorted(p.parent for p in root.glob("*/config.yaml")) if root.exists() else []
+
+
+def collect(grid_root) -> pd.DataFrame:
+    """One row per run: id, variant, seed, state, step, error, log path and the last value of every metric."""
+    rows = []
+    for path in run_dirs(grid_root):
+        rd = RunDir(path)
+        status = rd.status()
+        state, error = effective_state(status)
+        row = {"run_id": path.name, "variant": status.get("variant"), "seed": status.get("seed"), "state": state,
+               "step": status.get("step", 0), "steps": status.get("steps"),
+               "error": (error or "").splitlines()[0] if error else "", "log": str(rd.train_log)}
+        for record in read_jsonl(rd.metrics):
+            row[record["metric"]] = record["value"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_records(grid_root) -> pd.DataFrame:
+    """Every metrics.jsonl record of the grid, with its run id and variant."""
+    frames = []
+    for path in run_dirs(grid_root):
+        status = RunDir(path).status()
+        records = read_jsonl(RunDir(path).metrics)
+        if records:
+            df = pd.DataFrame(records)
+            df["run_id"], df["variant"], df["seed"] = path.name, status.get("variant"), status.get("seed")
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_index(grid_root) -> Path:
+    path = Path(grid_root) / "index.csv"
+    if Path(grid_root).exists():
+        atomic_write_text(path, collect(grid_root).to_csv(index=False))
+    return path

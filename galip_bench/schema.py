@@ -1,0 +1,79 @@
+"""The resolved configuration of one run, and the site defaults of bench.yaml, as omegaconf structured dataclasses."""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from galip_bench.data.config import DataConfig
+from models import GALIPConfig
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100_000                # optimiser steps (each one D update then one G update)
+    batch_size: int = 64                # per process (the paper: 8 GPUs x 64)
+    grad_accum: int = 1                 # micro-batches per optimiser step
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4                  # netD + netC
+    beta1: float = 0.0
+    beta2: float = 0.9
+    sim_w: float = 4.0                  # weight of the CLIP text-image similarity term in the G loss
+    precision: str = "fp32"             # fp32 | fp16 (GradScaler, as the official --mixed_precision) | bf16
+    seed: int = 100                     # the official seed; each rank adds its rank
+    device: str = "auto"                # auto | cpu | cuda
+    ckpt_every: int = 1000
+    keep_ckpts: int = 3
+    log_every: int = 50
+    sample_every: int = 5000
+    eval_every: int = 0                 # 0: evaluate at the end only
+    num_sample_images: int = 16
+
+
+@dataclass
+class EvalConfig:
+    protocols: List[str] = field(default_factory=lambda: ["fid_galip", "clip_score_galip"])
+    num_samples: Optional[int] = None   # None: each protocol's default (30,000 for the FIDs)
+    batch_size: int = 100
+    seed: int = 0
+    extractor: str = "default"          # default | tiny (random-init small extractors for the smoke profile)
+    data: Optional[DataConfig] = None   # evaluation captions/references when they differ from the training data
+
+
+@dataclass
+class RunConfig:
+    grid: str = "adhoc"
+    variant: str = "default"
+    seed: int = 0                       # the grid seed (added to train.seed)
+    model: GALIPConfig = field(default_factory=GALIPConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class PathsConfig:
+    data: str = "data"
+    weights: str = "weights"
+    runs: str = "runs"
+    cache: str = ".cache/galip_bench"
+
+
+@dataclass
+class SlurmConfig:
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    time_min: int = 60 * 24
+    constraint: Optional[str] = None
+    array_parallelism: int = 16
+    nodes: int = 1
+    additional: Dict[str, str] = field(default_factory=dict)   # extra #SBATCH --key=value lines
+    setup: List[str] = field(default_factory=list)             # shell lines run before the job (module load ...)
+
+
+@dataclass
+class SiteConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    executor: str = "local"             # local | slurm | debug
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    max_local_parallel: int = 1         # local executor: runs trained at once

@@ -1,0 +1,158 @@
+"""Training one run: the official step in a loop, with checkpoints (atomic, keep last K), exact resume (nets,
+optimisers, scaler, step, data position, RNG), JSONL logs, sample grids, periodic evaluation and DDP."""
+import random
+import signal
+import time
+import zlib
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from galip_bench.checkpoint import capture_rng, load_nets, read_checkpoint, save_checkpoint
+from galip_bench.clip_weights import build_clip
+from galip_bench.data import build_dataset
+from galip_bench.rundir import RunDir
+from galip_bench.train import distributed
+from galip_bench.train.amp import AMP
+from galip_bench.train.samples import SampleSheet
+from galip_bench.train.step import make_optimizers, train_step
+from models import GALIP
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Every step draws from RNGs seeded by (seed, rank, step): a resumed run replays exactly the same draws."""
+    s = zlib.crc32(f"{seed}/{rank}/{step}".encode())
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+class Batches:
+    """Deterministic batches: a per-epoch permutation seeded by (seed, epoch), sharded by rank, started at any
+    step. The position is a function of the step, so restoring the step restores the data position."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.per_epoch = max(len(dataset) // (batch_size * world_size), 1)
+
+    def indices(self, step: int) -> list:
+        epoch, pos = divmod(step, self.per_epoch)
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+        start = (pos * self.world_size + self.rank) * self.batch_size
+        return [int(i) for i in order[start: start + self.batch_size]]
+
+    def get(self, step: int) -> dict:
+        samples = [self.dataset[i] for i in self.indices(step)]
+        return {"image": torch.stack([s["image"] for s in samples]),
+                "tokens": torch.stack([s["tokens"] for s in samples]),
+                "caption": [s["caption"] for s in samples]}
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT end the loop at the next step boundary, after a checkpoint."""
+
+    def __init__(self):
+        self.raised = None
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handler(self, signum, frame):
+        self.raised = signal.Signals(signum).name
+
+
+def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None) -> dict:
+    """Train `cfg` (a RunConfig) in `run_dir`, resuming from its last checkpoint. `make_evaluator(device)` gives
+    the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a checkpoint, as a kill would (tests use it)."""
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    rank, local_rank, world_size = distributed.init(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    main = rank == 0
+    seed = tc.seed + cfg.seed
+    torch.manual_seed(seed)  # identical initial weights on every rank
+    clip = build_clip(cfg.model.clip, taps=cfg.model.d_taps, device=device, seed=seed)
+    galip = GALIP(cfg.model, clip=clip).to(device)
+    opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2))
+    amp = AMP.create(tc.precision, device.type)
+    step = 0
+    ckpts = run_dir.checkpoints()
+    if ckpts:
+        _, ckpt = read_checkpoint(ckpts[-1])
+        load_nets(galip, ckpt, str(ckpts[-1]))
+        opt_d.load_state_dict(ckpt["optimizers"]["opt_d"])
+        opt_g.load_state_dict(ckpt["optimizers"]["opt_g"])
+        if amp is not None and ckpt.get("scaler"):
+            amp.load_state_dict(ckpt["scaler"])
+        step = ckpt["step"]
+    if main:
+        run_dir.truncate_after(step)
+        run_dir.set_status("running", step=step, steps=tc.steps, world_size=world_size, error=None)
+    batches = Batches(build_dataset(cfg.data, "train", train=True), tc.batch_size, seed, rank, world_size)
+    sheet = SampleSheet(cfg, galip, device) if main and tc.sample_every else None
+    evaluate = make_evaluator(device) if (make_evaluator is not None and main) else None
+    sync = distributed.sync_grads if world_size > 1 else None
+    stop = _StopFlag()
+    stop.install()
+    bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not (main and progress),
+               dynamic_ncols=True)
+    t0 = time.time()
+
+    def checkpoint():
+        if main:
+            save_checkpoint(run_dir.checkpoint_path(step), galip, step=step, rng=capture_rng(),
+                            optimizers={"opt_d": opt_d, "opt_g": opt_g},
+                            scaler=amp, extra={"variant": cfg.variant, "world_size": world_size})
+            run_dir.prune(tc.keep_ckpts)
+
+    while step < tc.steps:
+        seed_step(seed, rank, step)
+        batch = batches.get(step)
+        images, tokens = batch["image"].to(device), batch["tokens"].to(device)
+        noise = torch.randn(images.shape[0], cfg.model.z_dim, device=device)
+        galip.train()
+        losses = train_step(galip, opt_d, opt_g, images, tokens, noise, sim_w=tc.sim_w, amp=amp,
+                            accum=tc.grad_accum, grad_sync=sync)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}")
+        if main and (step % tc.log_every == 0 or step == tc.steps):
+            run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
+            run_dir.set_status("running", step=step, steps=tc.steps)
+        if step % tc.ckpt_every == 0 or step == tc.steps:
+            checkpoint()
+        if sheet is not None and (step % tc.sample_every == 0 or step == tc.steps):
+            sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
+        if make_evaluator is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
+            if main:
+                for record in evaluate(galip, step):
+                    run_dir.append(run_dir.metrics, record)
+            distributed.barrier()
+        if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
+            bar.close()
+            return {"step": step, "interrupted": True, "losses": losses}
+        if stop.raised:
+            checkpoint()
+            bar.close()
+            if main:
+                run_dir.set_status("failed", step=step, error=f"interrupted by {stop.raised} at step {step}; resumable")
+            return {"step": step, "interrupted": True, "losses": losses}
+    bar.close()
+    if main:
+        run_dir.set_status("finished", step=step, error=None, wall_s=time.time() - t0)
+    distributed.barrier()
+    return {"step": step, "interrupted": False}

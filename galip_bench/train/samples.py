@@ -1,0 +1,33 @@
+"""Sample grids of fixed noise and fixed test captions, so grids from different steps and variants compare."""
+import torch
+from torchvision.utils import make_grid
+from torchvision.transforms.functional import to_pil_image
+
+from galip_bench.atomic import atomic_write
+from galip_bench.data import build_dataset
+
+
+def fixed_captions(data_cfg, n: int) -> tuple:
+    dataset = build_dataset(data_cfg, "test", train=False)
+    samples = [dataset[i % len(dataset)] for i in range(n)]
+    return [s["caption"] for s in samples], torch.stack([s["tokens"] for s in samples])
+
+
+class SampleSheet:
+    def __init__(self, cfg, galip, device, seed: int = 1234):
+        self.galip = galip
+        self.captions, tokens = fixed_captions(cfg.data, cfg.train.num_sample_images)
+        gen = torch.Generator().manual_seed(seed)
+        self.noise = torch.randn(len(self.captions), cfg.model.z_dim, generator=gen).to(device)
+        self.tokens = tokens.to(device)
+
+    @torch.no_grad()
+    def images(self) -> torch.Tensor:
+        sent = self.galip.clip.encode_text(self.tokens)[0]
+        return self.galip.netG(self.noise, sent.float()).float().clamp(-1, 1).cpu()
+
+    def save(self, path) -> None:
+        grid = make_grid((self.images() + 1) / 2, nrow=min(8, len(self.captions)), padding=2)
+        image = to_pil_image(grid)
+        atomic_write(path, lambda f: image.save(f, format="PNG"))
+        atomic_write(path.with_suffix(".txt"), lambda f: f.write("\n".join(self.captions).encode()))

@@ -1,0 +1,88 @@
+"""Grid expansion: products, variants, seeds, profiles, and errors that stop the whole grid naming file/variant/key."""
+from pathlib import Path
+
+import pytest
+
+from galip_bench.cli import main
+from galip_bench.errors import UserError
+from galip_bench.grid import load_grid
+
+ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
+
+
+def write(tmp_path, text, name="g.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_product_times_variants_times_seeds(tmp_path):
+    path = write(tmp_path, """
+name: demo
+base: {train: {steps: 7}}
+grid: {model.bridge: [true, false], model.prompts: [true, false]}
+variants:
+  - {name: a}
+  - {name: b, overrides: {model.mate_d: false, train.batch_size: 3}}
+seeds: [0, 1]
+""")
+    grid = load_grid(path)
+    assert grid.name == "demo" and len(grid.runs) == 2 * 4 * 2
+    combos = {(r.name, r.seed) for r in grid.runs}
+    assert ("b,model.bridge=False,model.prompts=True", 1) in combos
+    for run in grid.runs:
+        assert run.config.train.steps == 7
+        assert run.config.model.mate_d == (not run.name.startswith("b"))
+        assert run.config.train.batch_size == (3 if run.name.startswith("b") else 64)
+        assert run.config.model.bridge == ("model.bridge=True" in run.name)
+    assert len({r.run_id for r in grid.runs}) == len(grid.runs)
+
+
+def test_run_ids_are_stable_and_config_sensitive(tmp_path):
+    path = write(tmp_path, "name: x\nvariants: [{name: a}, {name: b, overrides: {model.prompts: false}}]\n")
+    first, again = load_grid(path), load_grid(path)
+    assert [r.run_id for r in first.runs] == [r.run_id for r in again.runs]
+    changed = load_grid(path, overrides=["train.steps=5"])
+    assert not {r.run_id for r in first.runs} & {r.run_id for r in changed.runs}
+
+
+def test_smoke_profile_shrinks_everything_but_keeps_switches(tmp_path):
+    path = write(tmp_path, "name: x\nvariants: [{name: a, overrides: {model.g_clip_vit: false}}]\n")
+    run = load_grid(path, profile="smoke").runs[0]
+    assert run.config.model.clip.model == "tiny" and run.config.data.kind == "synthetic"
+    assert run.config.train.device == "cpu" and run.config.train.steps <= 500
+    assert run.config.model.g_clip_vit is False
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nvariants: [{name: a, overrides: {model.promts: false}}]\n", "variant 'a': key 'model.promts'"),
+    ("name: x\nvariants: [{name: a, overrides: {model.prompts: maybe}}]\n", "variant 'a': key 'model.prompts'"),
+    ("name: x\ngrid: {train.steps: [1, oops]}\n", "key 'train.steps'"),
+    ("name: x\nbogus: 1\n", "unknown top-level key 'bogus'"),
+    ("name: x\ngrid: {model.bridge: []}\n", "non-empty list"),
+    ("name: x\nseeds: []\n", "non-empty list"),
+    ("name: x\nvariants: [{name: a}, {name: a}]\n", "unique"),
+    ("name: x\nvariants: [{overrides: {}}]\n", "needs a `name`"),
+    ("name: x\nvariants: [{name: a, overrides: {model.d_backbone: cnn}}]\n", "d_backbone must be one of"),
+])
+def test_bad_grids_name_file_variant_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as err:
+        load_grid(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_bad_grid_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "name: x\nvariants: [{name: a, overrides: {model.promts: false}}]\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "promts" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["mate_g", "mate_d", "paper_table3", "paper_table1_cub", "paper_table1_coco",
+                                  "paper_table2_zeroshot", "smoke"])
+def test_shipped_grids_expand(name):
+    grid = load_grid(ABLATIONS / f"{name}.yaml", profile="smoke")
+    assert grid.runs and grid.name == name

@@ -1,0 +1,67 @@
+"""Training runs: exact resume after a kill, the debug executor path end to end, and idempotent `run`."""
+import random
+
+import pytest
+
+from galip_bench.cli import main
+from galip_bench.grid import load_grid
+from galip_bench.rundir import RunDir, read_jsonl
+from galip_bench.train.loop import train_run
+
+GRID = "name: t\nprofile: smoke\nvariants: [{name: full}]\neval: {protocols: []}\n"
+# the smoke profile overrides a grid's base; command-line overrides come last
+SMALL = ["train.steps=12", "train.batch_size=4", "train.ckpt_every=3", "train.log_every=1", "train.sample_every=6",
+         "train.eval_every=0", "data.num_train=48", "data.num_test=16"]
+
+
+def smoke_run(tmp_path, text=GRID):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return load_grid(path, overrides=SMALL).runs[0]
+
+
+def losses_by_step(run_dir):
+    return {r["step"]: (r["errD"], r["errG"]) for r in read_jsonl(run_dir.train_log)}
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    run = smoke_run(tmp_path)
+    straight = RunDir(tmp_path / "straight")
+    train_run(run.config, straight, progress=False)
+    reference = losses_by_step(straight)
+    assert sorted(reference) == list(range(1, 13))
+
+    kill_at = random.Random().randint(4, 11)  # anywhere after the first checkpoint
+    resumed = RunDir(tmp_path / "resumed")
+    out = train_run(run.config, resumed, progress=False, stop_at=kill_at)
+    assert out["interrupted"] and resumed.status()["state"] == "running"
+    last_ckpt = (kill_at // 3) * 3
+    assert resumed.checkpoints()[-1].name == f"step_{last_ckpt:08d}.pt"
+    train_run(run.config, resumed, progress=False)
+    after = losses_by_step(resumed)
+    assert sorted(after) == list(range(1, 13)), "no duplicated or missing log records"
+    assert after == reference, f"killed at {kill_at}: the resumed run must replay identical losses"
+    assert resumed.status()["state"] == "finished"
+    assert len(resumed.checkpoints()) == run.config.train.keep_ckpts
+
+
+def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID.replace("eval: {protocols: []}", "eval: {protocols: [clip_score_galip, fid_galip]}"))
+    cli = ["run", str(grid), "--executor", "debug"] + [a for o in SMALL + ["eval.num_samples=16", "eval.batch_size=8"]
+                                                        for a in ("--set", o)]
+    assert main(cli) == 0
+    runs = list((tmp_path / "runs" / "t").glob("*/status.json"))
+    assert len(runs) == 1
+    run_dir = RunDir(runs[0].parent)
+    assert run_dir.status()["state"] == "finished"
+    records = read_jsonl(run_dir.metrics)
+    assert {r["protocol"] for r in records} == {"clip_score_galip", "fid_galip"}
+    assert all(r["step"] == 12 and r["settings"]["num_samples"] == 16 for r in records)
+    assert (run_dir.samples_dir / "step_00000012.png").exists()
+    capsys.readouterr()
+    assert main(cli) == 0
+    assert "skipped 1 finished run" in capsys.readouterr().out
+    assert main(["status", str(grid)]) == 0
+    assert "finished" in capsys.readouterr().out
