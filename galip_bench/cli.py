@@ -9,11 +9,11 @@ from galip_bench.errors import UserError
 # name -> (module under galip_bench.commands or None while not delivered, one-line help)
 COMMANDS = {
     "run": ("run", "train and evaluate an ablation grid from YAML (locally or on SLURM)"),
-    "train": (None, "train a single run"),
+    "train": ("train", "train a single run"),
     "eval": ("eval", "evaluate a checkpoint (ours or official) with named metric protocols"),
     "report": (None, "build tables and plots for a grid"),
     "regress": (None, "regression-gate a checkpoint against a baseline"),
-    "speed": (None, "measure synthesis latency and throughput"),
+    "speed": ("speed", "measure synthesis latency and throughput"),
     "status": ("status", "show the state of each run of a grid"),
     "convert": ("convert", "convert checkpoints between the official GALIP format and ours"),
     "weights": ("weights", "list the weight files each metric protocol needs and which were found"),
