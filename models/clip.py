@@ -23,6 +23,28 @@ TINY_CLIP_CONFIG = {
 }
 
 
+def clip_input(images: torch.Tensor, preprocess: str, size: int = 224) -> torch.Tensor:
+    """images [B,3,H,W] in [-1,1] -> normalised CLIP input [B,3,size,size].
+    official: the official GALIP transf_to_CLIP_input: x*0.5+0.5, nearest resize, then ((x+1)*0.5 - mean)/std --
+      the [-1,1]->[0,1] map applied twice, so pixels reach the normalisation in [0.5,1]. Kept on purpose: GALIP
+      was trained and evaluated this way.
+    standard: one map to [0,1], bicubic antialiased resize of the short side, centre crop, mean/std."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    if preprocess == "official":
+        x = F.interpolate(images * 0.5 + 0.5, size=(size, size))
+        return ((x + 1) * 0.5 - mean) / std
+    x = (images.clamp(-1, 1) + 1) * 0.5
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                          align_corners=False, antialias=True).clamp(0, 1)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    return (x - mean) / std
+
+
 def _openai_architecture(sd: dict) -> dict:
     """Architecture of an OpenAI-format CLIP state_dict (the facts open_clip's converter reads off)."""
     width = sd["visual.conv1.weight"].shape[0]
@@ -139,18 +161,7 @@ class FrozenCLIP(nn.Module):
     # image --------------------------------------------------------------------------------------------------
     def to_clip_input(self, images: torch.Tensor) -> torch.Tensor:
         """images in [-1,1] -> normalised CLIP input at the CLIP resolution."""
-        mean = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        size = (self.image_size, self.image_size)
-        if self.preprocess == "official":
-            # The official code maps [-1,1]->[0,1] before the nearest resize and then once more after it,
-            # so pixels reach the normalisation in [0.5,1]. Kept on purpose: GALIP was trained this way.
-            x = F.interpolate(images * 0.5 + 0.5, size=size)
-            return ((x + 1) * 0.5 - mean) / std
-        x = (images + 1) * 0.5
-        if x.shape[-2:] != size:
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-        return (x.clamp(0, 1) - mean) / std
+        return clip_input(images, self.preprocess, self.image_size)
 
     def _tokens_with_pos(self, patches: torch.Tensor) -> torch.Tensor:
         """[B,W,g,g] patch features -> [B,1+g*g,W] with class token and positional embedding, after ln_pre."""

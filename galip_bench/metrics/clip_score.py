@@ -1,4 +1,4 @@
-"""CLIP score, two protocols, from embeddings that the caller encodes (keeps this module independent of models/).
+"""CLIP score, two protocols, from embeddings that the caller encodes (preprocessing shared with models.clip).
 
 - ``clip_score_galip`` matches the official GALIP code's ``calc_clip_sim`` as used in ``calculate_FID_CLIP_sim``:
   per batch the mean cosine between the image embedding (ViT-B/32, the double-mapped "official" preprocessing) and
@@ -13,8 +13,7 @@ import zipfile
 import torch
 import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from models.clip import clip_input
 
 
 def _cosine(img_emb, txt_emb) -> torch.Tensor:
@@ -70,29 +69,14 @@ def clip_score(img_emb, txt_emb) -> float:
     return acc.result()
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def preprocess_official(images: torch.Tensor) -> torch.Tensor:
-    """Matches the official GALIP code's ``transf_to_CLIP_input``: ``x*0.5+0.5``, nearest resize to 224, then
-    ``((x+1)*0.5 - mean)/std`` -- the [-1,1]->[0,1] map applied twice. Input: images in [-1, 1]."""
-    x = F.interpolate(images * 0.5 + 0.5, size=(224, 224))
-    return _normalize((x + 1) * 0.5)
+    """Matches the official GALIP code's ``transf_to_CLIP_input`` (the double [-1,1]->[0,1] map, nearest 224)."""
+    return clip_input(images, "official", 224)
 
 
 def preprocess_standard(images: torch.Tensor) -> torch.Tensor:
-    """Standard CLIP preprocessing for tensors in [-1, 1]: map to [0, 1], bicubic (antialiased) resize of the short
-    side to 224, centre crop, CLIP mean/std."""
-    x = ((images.clamp(-1, 1) + 1) / 2).float()
-    h, w = x.shape[-2:]
-    scale = 224 / min(h, w)
-    size = (max(224, round(h * scale)), max(224, round(w * scale)))
-    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (x.shape[-2] - 224) // 2, (x.shape[-1] - 224) // 2
-    return _normalize(x[..., top:top + 224, left:left + 224])
+    """Standard CLIP preprocessing: one map to [0,1], bicubic short side 224, centre crop, CLIP mean/std."""
+    return clip_input(images.float(), "standard", 224)
 
 
 def _is_torchscript(path) -> bool:
