@@ -18,6 +18,7 @@ from galip_bench.metrics import get_protocol
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
 from galip_bench.metrics.weights import WeightsResolver
+from galip_bench.provenance import git_commit, library_versions
 from models.clip import FrozenCLIP
 
 TINY_FEATURES = "tiny random conv net, 64-d (smoke profile; numbers not comparable to anything published)"
@@ -77,6 +78,7 @@ class Evaluator:
         self.extractors = {}
         self.references = {}
         self.save_images = Path(save_images) if save_images else None
+        self.provenance = {"commit": git_commit(Path(__file__).parent), "versions": library_versions()}
 
     def _extractor(self, proto, galip):
         if proto.name not in self.extractors:
@@ -121,7 +123,7 @@ class Evaluator:
             for metric, value in p.measure(encode, galip.netG, tokens, galip.cfg.z_dim, self.device).items():
                 if isinstance(value, (int, float)):
                     records.append({"step": None, "protocol": p.name, "metric": metric, "value": float(value),
-                                    "settings": p.settings_dict(), "time": time.time()})
+                                    "settings": p.settings_dict(), "time": time.time(), **self.provenance})
         return records
 
     def _clip_embeddings(self, proto, extractor, fake, sent, captions):
@@ -170,5 +172,6 @@ class Evaluator:
             for metric, value in p.compute_all(accs[p.name], reference).items():
                 records.append({"step": step, "protocol": p.name, "metric": metric, "value": float(value),
                                 "num_samples": seen[p.name], "settings": p.settings_dict(),
-                                "dataset": dataset_id(self.data), "time": time.time(), "eval_s": time.time() - t0})
+                                "dataset": dataset_id(self.data), "time": time.time(), "eval_s": time.time() - t0,
+                                **self.provenance})
         return records

@@ -3,9 +3,7 @@ per-sample loss terms, and a 2-process run trains, checkpoints and resumes."""
 import os
 import socket
 
-import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from galip_bench.grid import load_grid

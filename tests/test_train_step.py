@@ -7,7 +7,6 @@ our float64 step by up to 6.5% on a netG tensor's sum, and the official fp32 fix
 step by as much. A wrong step (order, loss weights, MA-GP) flips a large share of the signs and fails below.
 """
 import pytest
-import torch
 
 from galip_bench.train import make_optimizers, train_step
 from models import GALIP, GALIPConfig

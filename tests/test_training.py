@@ -1,7 +1,6 @@
 """Training runs: exact resume after a kill, the debug executor path end to end, and idempotent `run`."""
 import random
 
-import pytest
 
 from galip_bench.cli import main
 from galip_bench.grid import load_grid

@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from galip_bench.atomic import atomic_write_json
 from galip_bench.checkpoint import config_of, load_nets, load_official_nets, read_checkpoint
@@ -14,7 +13,6 @@ from galip_bench.data.config import DataConfig
 from galip_bench.evaluate import Evaluator, make_protocols
 from galip_bench.metrics.weights import file_sha256
 from galip_bench.modelcfg import model_config
-from galip_bench.provenance import git_commit, library_versions
 from galip_bench.schema import EvalConfig, RunConfig
 from galip_bench.site import load_site
 from galip_bench.train.loop import resolve_device
@@ -40,6 +38,11 @@ def add_arguments(p):
     p.add_argument("--allow-download", action="store_true")
 
 
+def data_config(path) -> DataConfig:
+    """The `data:` section of a YAML file as a DataConfig (unknown keys / wrong types name the key and file)."""
+    return to_object(merge_onto(DataConfig, read_yaml(path).get("data", {}), source=path), path)
+
+
 def load_model(args, device):
     kind, ckpt = read_checkpoint(args.checkpoint)
     cfg = config_of(ckpt, args.checkpoint) if kind == "ours" else model_config(args.model_config, args.overrides)
@@ -53,7 +56,7 @@ def load_model(args, device):
 def run(args) -> int:
     device = resolve_device(args.device)
     site = load_site(args.bench)
-    data = to_object(merge_onto(DataConfig, read_yaml(args.data).get("data", {}), source=args.data), args.data)
+    data = data_config(args.data)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     eval_cfg = EvalConfig(protocols=protocols, num_samples=args.num, batch_size=args.batch, seed=args.seed,
                           extractor=args.extractor)
@@ -64,8 +67,7 @@ def run(args) -> int:
     t0 = time.time()
     records = evaluator(galip, step) + evaluator.measure_speed(galip)
     context = {"checkpoint": str(Path(args.checkpoint).resolve()), "checkpoint_sha256": file_sha256(args.checkpoint),
-               "checkpoint_format": kind, "versions": library_versions(), "commit": git_commit(Path(__file__).parent),
-               "device": str(device), "wall_s": time.time() - t0}
+               "checkpoint_format": kind, "device": str(device), "wall_s": time.time() - t0}
     records = [{**r, **context} for r in records]
     if args.out:
         atomic_write_json(args.out, records)

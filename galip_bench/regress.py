@@ -1,0 +1,222 @@
+"""Regression gate: compare a checkpoint's metric records with a baseline's, under exactly the same protocol settings.
+
+The verdict logic is pure (`compare`): records old/new + tolerances -> rows and an exit code (0 ok, 1 regressed).
+`evaluate_checkpoint` runs the same evaluation as `galip-bench eval` (its `load_model` and the `Evaluator`).
+"""
+import math
+import time
+from argparse import Namespace
+from pathlib import Path
+
+from galip_bench.errors import UserError
+
+BASELINE_FORMAT = 1
+LOWER_IS_BETTER = ("fid", "kid", "zs_fid", "latency")
+HIGHER_IS_BETTER = ("clip_score", "throughput")
+NOT_GATED_SUFFIXES = ("_std", "_batch")
+NOT_GATED = ("repeats", "warmup")
+SPEED_PREFIXES = ("latency", "throughput")
+# settings keys that must agree between baseline and new records (everything a protocol's number depends on)
+SETTINGS_KEYS = ("protocol", "num_samples", "seed", "captions_per_image", "batch_size", "resize", "extractor",
+                 "weights", "reference", "options")
+
+
+def direction(metric: str):
+    """-1: lower is better, +1: higher is better, None: informational (not gated)."""
+    if metric in NOT_GATED or metric.endswith(NOT_GATED_SUFFIXES):
+        return None
+    if metric.startswith(LOWER_IS_BETTER):
+        return -1
+    if metric.startswith(HIGHER_IS_BETTER):
+        return +1
+    return None
+
+
+def parse_tolerances(text) -> dict:
+    """'fid_galip=+0.3,clip_score_galip=-0.002,latency_ms=+10%' -> {name: (amount, relative)}.
+
+    The amount is how much worse the new value may be (a sign, if given, must point the worse way for that
+    metric: + for lower-is-better metrics, - for higher-is-better). A trailing % makes it relative to the old value.
+    """
+    out = {}
+    for item in [t.strip() for t in (text or "").split(",") if t.strip()]:
+        if "=" not in item:
+            raise UserError(f"tolerance {item!r} is not of the form metric=value (e.g. fid_galip=+0.3)")
+        name, value = (s.strip() for s in item.split("=", 1))
+        relative = value.endswith("%")
+        raw = value[:-1] if relative else value
+        try:
+            amount = float(raw)
+        except ValueError:
+            raise UserError(f"tolerance {item!r}: {value!r} is not a number (e.g. +0.3, -0.002, +10%)") from None
+        sign = direction(name)
+        if raw.startswith(("+", "-")) and sign is not None and amount != 0 and (amount > 0) != (sign < 0):
+            worse = "+" if sign < 0 else "-"
+            raise UserError(f"tolerance {item!r}: {name} is {'lower' if sign < 0 else 'higher'}-is-better, so its "
+                            f"tolerance (how much worse it may get) is written {worse}{abs(amount):g}")
+        out[name] = (abs(amount), relative)
+    return out
+
+
+def default_tolerance(metric: str):
+    """Quality metrics: 0 (the same checkpoint under the same settings reproduces its numbers exactly on the same
+    device). Speed metrics: 10% (timings are noisy); pass a tolerance to tighten or loosen either."""
+    if metric.startswith(SPEED_PREFIXES):
+        return (10.0, True)
+    return (0.0, False)
+
+
+def _key(record) -> tuple:
+    return (record["protocol"], record["metric"])
+
+
+def index_records(records) -> dict:
+    """{(protocol, metric): record}; the last record wins when a step series is given (latest step)."""
+    out = {}
+    for r in sorted(records, key=lambda r: (r.get("step") is not None, r.get("step") or 0)):
+        out[_key(r)] = r
+    return out
+
+
+def settings_differences(old: dict, new: dict) -> list:
+    """Human-readable differences between two records' protocol settings (and datasets)."""
+    diffs = []
+    so, sn = old.get("settings") or {}, new.get("settings") or {}
+    for k in SETTINGS_KEYS:
+        if so.get(k) != sn.get(k):
+            diffs.append(f"{k}: baseline {so.get(k)!r} vs new {sn.get(k)!r}")
+    if old.get("dataset") and new.get("dataset") and old["dataset"] != new["dataset"]:
+        diffs.append(f"dataset: baseline {old['dataset']!r} vs new {new['dataset']!r}")
+    return diffs
+
+
+def check_settings(old_records, new_records) -> None:
+    """UserError when a metric present in both was measured under different settings."""
+    old, new = index_records(old_records), index_records(new_records)
+    for key in sorted(set(old) & set(new), key=str):
+        diffs = settings_differences(old[key], new[key])
+        if diffs:
+            raise UserError(f"{key[0]}/{key[1]} was measured under different settings than the baseline "
+                            f"({'; '.join(diffs)}); re-create the baseline or evaluate with its settings")
+
+
+def compare(old_records, new_records, tolerances=None, protocols=None) -> tuple:
+    """(rows, exit_code). One row per baseline metric: protocol, metric, old, new, delta, tolerance, verdict.
+
+    verdict: ok | improved | regressed | missing (no new value; counts as a regression) | info (not gated).
+    exit_code: 1 when any row regressed or is missing, else 0. Unknown tolerance names raise UserError.
+    """
+    tolerances = dict(tolerances or {})
+    old, new = index_records(old_records), index_records(new_records)
+    names = {m for _, m in old} | {p for p, _ in old}
+    unknown = sorted(set(tolerances) - names)
+    if unknown:
+        raise UserError(f"tolerance for {', '.join(unknown)}: no such metric in the baseline "
+                        f"({', '.join(sorted({m for _, m in old}))})")
+    if protocols:
+        unknown = sorted(set(protocols) - {p for p, _ in old})
+        if unknown:
+            raise UserError(f"protocol(s) {', '.join(unknown)} not in the baseline (it has "
+                            f"{', '.join(sorted({p for p, _ in old}))})")
+        old = {k: v for k, v in old.items() if k[0] in protocols}
+    rows, failed = [], False
+    for (proto, metric), rec in sorted(old.items()):
+        sign = direction(metric)
+        amount, relative = tolerances.get(metric, tolerances.get(proto, default_tolerance(metric)))
+        old_v = float(rec["value"])
+        new_rec = new.get((proto, metric))
+        new_v = float(new_rec["value"]) if new_rec is not None else math.nan
+        delta = new_v - old_v
+        allowed = amount * abs(old_v) / 100.0 if relative else amount
+        if sign is None:
+            verdict = "info"
+        elif new_rec is None or math.isnan(new_v):
+            verdict = "missing"
+        else:
+            worse_by = -sign * delta  # > 0: the new value is worse
+            verdict = "regressed" if worse_by > allowed + 1e-12 else ("improved" if worse_by < 0 else "ok")
+        failed |= verdict in ("regressed", "missing")
+        tol_text = "n/a" if sign is None else (f"{'+' if sign < 0 else '-'}{amount:g}{'%' if relative else ''}")
+        rows.append({"protocol": proto, "metric": metric, "old": old_v, "new": new_v, "delta": delta,
+                     "tolerance": tol_text, "allowed": allowed if sign is not None else None,
+                     "better": {-1: "lower", 1: "higher"}.get(sign), "verdict": verdict})
+    return rows, int(failed)
+
+
+def format_table(rows) -> str:
+    head = ["protocol", "metric", "old", "new", "delta", "tolerance", "verdict"]
+    body = [[r["protocol"], r["metric"], f"{r['old']:.6g}", f"{r['new']:.6g}", f"{r['delta']:+.6g}", r["tolerance"],
+             r["verdict"].upper() if r["verdict"] in ("regressed", "missing") else r["verdict"]] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head] + body]
+    return "\n".join(lines)
+
+
+# ---- baselines ------------------------------------------------------------------------------------------------------
+
+def make_baseline(records, data: dict, eval_cfg: dict, **extra) -> dict:
+    """The baseline file: the records plus everything needed to evaluate a new checkpoint identically."""
+    return {"baseline": True, "format_version": BASELINE_FORMAT, "created": time.time(), "data": data,
+            "eval": eval_cfg, **extra, "records": list(records)}
+
+
+def read_baseline(path) -> dict:
+    """A baseline file, or a plain `galip-bench eval --out` record list (then `data`/`eval` are None)."""
+    import json
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"baseline {path} not found (make one with `galip-bench regress --checkpoint CKPT "
+                        f"--data DATA.yaml --write-baseline {path}`)")
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"baseline {path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    if isinstance(obj, list):
+        obj = {"baseline": True, "data": None, "eval": None, "records": obj}
+    if not isinstance(obj, dict) or not isinstance(obj.get("records"), list):
+        raise UserError(f"baseline {path}: expected a list of eval records or an object with `records`")
+    bad = [i for i, r in enumerate(obj["records"])
+           if not isinstance(r, dict) or not {"protocol", "metric", "value"} <= set(r)]
+    if bad:
+        raise UserError(f"baseline {path}: record {bad[0]} lacks protocol/metric/value")
+    if not obj["records"]:
+        raise UserError(f"baseline {path} holds no records")
+    return obj
+
+
+def eval_settings_from_records(records) -> dict:
+    """The eval options (protocols, num, batch, seed, extractor) that produced a list of records."""
+    from galip_bench.evaluate import TINY_CLIP, TINY_FEATURES
+    protos = list(dict.fromkeys(r["protocol"] for r in records))
+    quality = [r for r in records if r["protocol"] != "speed" and r.get("settings")]
+    first = quality[0]["settings"] if quality else (records[0].get("settings") or {})
+    tiny = any((r.get("settings") or {}).get("extractor") in (TINY_FEATURES, TINY_CLIP) for r in records)
+    return {"protocols": protos, "num_samples": first.get("num_samples"), "batch_size": first.get("batch_size", 100),
+            "seed": first.get("seed", 0), "extractor": "tiny" if tiny else "default"}
+
+
+def evaluate_checkpoint(checkpoint, data_cfg, eval_cfg, bench=None, device="auto", model_config=None,
+                        overrides=(), clip_weights=None, allow_download=False, progress=True) -> list:
+    """Records of `checkpoint` evaluated exactly like `galip-bench eval` (same model loading, same Evaluator)."""
+    from galip_bench.commands.eval import load_model
+    from galip_bench.evaluate import Evaluator, make_protocols
+    from galip_bench.metrics.weights import file_sha256
+    from galip_bench.provenance import git_commit, library_versions
+    from galip_bench.schema import RunConfig
+    from galip_bench.site import load_site
+    from galip_bench.train.loop import resolve_device
+
+    device = resolve_device(device)
+    site = load_site(bench)
+    make_protocols(eval_cfg.protocols, eval_cfg)
+    args = Namespace(checkpoint=str(checkpoint), model_config=model_config, overrides=list(overrides or []),
+                     clip_weights=clip_weights)
+    galip, kind, step = load_model(args, device)
+    evaluator = Evaluator(RunConfig(model=galip.cfg, data=data_cfg, eval=eval_cfg), site, device, allow_download,
+                          progress=progress)
+    t0 = time.time()
+    records = evaluator(galip, step) + evaluator.measure_speed(galip)
+    context = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+               "checkpoint_format": kind, "versions": library_versions(), "commit": git_commit(Path(__file__).parent),
+               "device": str(device), "wall_s": time.time() - t0}
+    return [{**r, **context} for r in records]

@@ -1,0 +1,193 @@
+"""`galip-bench report GRID`: tables (markdown, HTML, CSV, LaTeX) and plots of a grid, rebuilt from its run folders.
+
+    paths = build_report(grid_root, out_dir, grid_name)   # {'report.md': Path, 'table.csv': ..., 'plots': [...]}
+"""
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from galip_bench import results
+from galip_bench.atomic import atomic_write_text
+from galip_bench.provenance import git_commit, library_versions
+from galip_bench.report import plots, tables
+from galip_bench.report.html import markdown_to_html
+from galip_bench.rundir import RunDir
+
+__all__ = ["build_report", "load_runs", "tables", "plots"]
+
+
+def _config(path) -> dict:
+    try:
+        return yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def load_runs(grid_root, variant_order=None) -> tuple:
+    """(runs, records, configs): results.collect / metric_records with the variant and seed filled from config.yaml
+    where status.json lacks them (a run that never started); runs in the grid YAML's variant order when given."""
+    runs = results.collect(grid_root)
+    recs = results.metric_records(grid_root)
+    configs = {p.name: _config(p) for p in results.run_dirs(grid_root)}
+    statuses = {p.name: RunDir(p).status() for p in results.run_dirs(grid_root)}
+    if not runs.empty:
+        runs["variant"] = [v if isinstance(v, str) else configs[r].get("variant", "default")
+                           for r, v in zip(runs["run_id"], runs["variant"])]
+        runs["seed"] = [int(s) if s == s and s is not None else int(configs[r].get("seed", 0))
+                        for r, s in zip(runs["run_id"], runs["seed"])]
+        runs["executor"] = [statuses[r].get("executor") for r in runs["run_id"]]
+        order = {v: i for i, v in enumerate(variant_order or [])}
+        rank = [(order.get(str(v).split(",")[0], len(order)), str(v), int(s))
+                for v, s in zip(runs["variant"], runs["seed"])]
+        runs = runs.iloc[sorted(range(len(runs)), key=lambda i: rank[i])].reset_index(drop=True)
+    if not recs.empty:
+        recs["variant"] = [v if isinstance(v, str) else configs[r].get("variant", "default")
+                           for r, v in zip(recs["run_id"], recs["variant"])]
+    return runs, recs, configs
+
+
+def _subset(small, big) -> bool:
+    if isinstance(small, dict):
+        return isinstance(big, dict) and all(_subset(v, big.get(k)) for k, v in small.items())
+    return small == big
+
+
+def infer_profile(configs: dict):
+    """The profile (galip_bench.profiles) every run's resolved config agrees with, if any."""
+    from galip_bench.profiles import PROFILES
+    found = [name for name, prof in PROFILES.items()
+             if configs and all(_subset(prof, c) for c in configs.values())]
+    return found[0] if found else None
+
+
+def _settings_text(settings: dict) -> str:
+    keep = {k: v for k, v in settings.items() if k not in ("protocol", "matches")}
+    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in keep.items())
+
+
+def _what_was_run(grid, info, runs, recs, configs, refs) -> list:
+    lines = ["## What was run", ""]
+    executors = sorted({str(e) for e in runs["executor"].dropna()}) if not runs.empty else []
+    commits = sorted({str(c) for c in recs.get("commit", pd.Series(dtype=object)).dropna()}) if not recs.empty else []
+    lines += [f"- grid: `{grid}`" + (f" ({info['path']})" if info.get("path") else ""),
+              *([f"- description: {info['description']}"] if info.get("description") else []),
+              f"- profile: {info.get('profile') or infer_profile(configs) or 'none'}"
+              + ("" if info.get("profile") or not infer_profile(configs) else " (inferred from the run configs)"),
+              f"- executor: {', '.join(executors) or info.get('executor') or 'unknown'}",
+              f"- runs: {len(runs)} ({tables.state_summary(runs) if not runs.empty else 'none'})",
+              f"- commit: {', '.join(commits) if commits else 'not recorded by the runs'}; report built at commit "
+              f"{git_commit(Path(__file__).parent) or 'unknown'} on "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+              "- library versions (report host): " + ", ".join(f"{k} {v}" for k, v in library_versions().items() if v)]
+    evals = {json.dumps(c.get("eval"), sort_keys=True, default=str) for c in configs.values() if c.get("eval")}
+    for e in sorted(evals):
+        e = json.loads(e)
+        lines.append(f"- eval config: protocols {', '.join(e.get('protocols') or [])}; num_samples "
+                     f"{e.get('num_samples') or 'protocol default'}, batch {e.get('batch_size')}, "
+                     f"seed {e.get('seed')}, extractor {e.get('extractor')}")
+    lines += ["", "### Protocols", ""]
+    if recs.empty:
+        lines.append("No metric records yet.")
+    else:
+        for proto, g in recs.groupby("protocol", sort=True):
+            distinct = {json.dumps(s, sort_keys=True, default=str) for s in g["settings"] if isinstance(s, dict)}
+            matches = next((s.get("matches") for s in g["settings"] if isinstance(s, dict)), "")
+            lines.append(f"- `{proto}`: {matches}")
+            for s in sorted(distinct):
+                lines.append(f"  settings: {_settings_text(json.loads(s))}")
+            if len(distinct) > 1:
+                lines.append(f"  **warning**: runs of `{proto}` used {len(distinct)} different settings")
+    return lines + [""]
+
+
+def _runs_section(runs) -> list:
+    lines = ["## Runs", "", "Failed and unfinished runs are listed (and marked in the tables), not hidden.", ""]
+    if runs.empty:
+        return lines + ["No runs.", ""]
+    rows = []
+    for r in runs.itertuples():
+        state = r.state if r.state == "finished" else f"**{r.state}**"
+        steps = f"{int(r.step or 0)}/{int(r.steps)}" if r.steps == r.steps and r.steps else f"{int(r.step or 0)}"
+        rows.append({"run": r.run_id, "variant": r.variant, "seed": r.seed, "state": state, "step": steps,
+                     "error": (r.error or "")[:160]})
+    return lines + [tables.markdown_table(pd.DataFrame(rows)), ""]
+
+
+def _results_section(table, grid, refs) -> list:
+    lines = ["## Results", "",
+             "Mean ± sample std (ddof=1) over the seeds of each variant's finished runs; `final`: the last "
+             "evaluated step, `best`: the best value over evaluated steps (↓ lower is better, ↑ higher). "
+             "† provisional: the variant has no finished run, its numbers come from unfinished (running or "
+             "failed) runs. Published values (and Δ = ours − published) appear only where the protocol and its "
+             "settings match.", ""]
+    if table.empty:
+        return lines + ["No metric records yet.", ""]
+    for proto in dict.fromkeys(table["protocol"]):
+        lines += [f"### {proto}", "", tables.markdown_table(tables.protocol_frame(table, proto)), ""]
+        notes = table[(table["protocol"] == proto) & (table["notes"] != "")]
+        for r in notes.itertuples():
+            lines.append(f"- {r.variant} / {r.metric}: {r.notes}")
+        lines += [""] if len(notes) else []
+    return lines
+
+
+def _references_section(grid, refs) -> list:
+    mine = [r for r in refs["references"] if r["grid"] == grid]
+    lines = ["## Paper references", ""]
+    if mine:
+        lines += [f"- {r['variant']} / {r['metric']}: {r['value']:g} ({r['label']}; {r['source']}; protocol "
+                  f"`{r['protocol']}`" + (f", {_settings_text(r['settings'])}" if r.get("settings") else "") + ")"
+                  for r in mine]
+    else:
+        lines.append(f"No published numbers recorded for grid `{grid}` (cells stay empty).")
+    params = refs.get("parameters") or {}
+    if params:
+        lines += ["", "Official parameter counts (paper model; " + str(params.get("source", "")) + "): " +
+                  ", ".join(f"{k} {v:,}" for k, v in params.items() if isinstance(v, int))]
+    if refs.get("path"):
+        lines.append(f"\nSource file: `{refs['path']}`.")
+    return lines + [""]
+
+
+def _plots_section(made, out_dir) -> list:
+    lines = ["## Plots", ""]
+    titles = {"curves": "Metrics against training step", "bars": "Metrics across variants",
+              "speed": "Speed against batch size", "samples": "Samples (fixed noise and captions)"}
+    for kind, items in made.items():
+        lines += [f"### {titles[kind]}", ""]
+        if not items:
+            lines += ["(no data)", ""]
+        for title, path in items:
+            lines += [f"![{title}]({Path(path).relative_to(out_dir).as_posix()})", ""]
+    return lines
+
+
+def build_report(grid_root, out_dir, grid: str = None, info: dict = None, references=None) -> dict:
+    """Write report.md, report.html, table.csv, table.tex and the PNGs under out_dir; return their paths."""
+    grid_root, out_dir = Path(grid_root), Path(out_dir)
+    grid = grid or grid_root.name
+    info = dict(info or {})
+    refs = references if isinstance(references, dict) else tables.load_references(references)
+    runs, recs, configs = load_runs(grid_root, info.get("variants"))
+    table = tables.summarize(runs, recs, grid, refs["references"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = plots.all_plots(runs, recs, table, grid_root, out_dir)
+    md = [f"# Report: {grid}", ""]
+    md += _what_was_run(grid, info, runs, recs, configs, refs)
+    md += _runs_section(runs)
+    md += _results_section(table, grid, refs)
+    md += _references_section(grid, refs)
+    md += _plots_section(made, out_dir)
+    text = "\n".join(md).rstrip() + "\n"
+    paths = {"report.md": atomic_write_text(out_dir / "report.md", text),
+             "report.html": atomic_write_text(out_dir / "report.html",
+                                              markdown_to_html(text, out_dir, f"galip-bench report: {grid}")),
+             "table.csv": atomic_write_text(out_dir / "table.csv", table.to_csv(index=False)),
+             "table.tex": atomic_write_text(out_dir / "table.tex", tables.latex_tables(table, grid) if not table.empty
+                                            else f"% grid {grid}: no metric records yet\n")}
+    paths["plots"] = [p for items in made.values() for _, p in items]
+    paths["table"] = table
+    return paths

@@ -1,0 +1,234 @@
+"""`galip-bench report`: a report built from hand-made run folders (finished, failed and still-running runs), its
+table values checked against the records, the paper references, and the CLI."""
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from galip_bench.cli import main
+from galip_bench.metrics import get_protocol
+from galip_bench.report import build_report, tables
+
+HOST = os.uname().nodename
+
+
+def settings(proto, **kw):
+    return get_protocol(proto, **kw).settings_dict()
+
+
+def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, error=None, pid=None,
+             num_samples=128, samples=True, speed=None):
+    """A run folder as the trainer writes it. values: {metric: {step: value}} (metric == protocol name)."""
+    d = Path(root) / run_id
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({
+        "grid": Path(root).name, "variant": variant, "seed": seed,
+        "eval": {"protocols": sorted(values), "num_samples": num_samples, "batch_size": 64, "seed": 0,
+                 "extractor": "default", "data": None}}))
+    done = max((s for v in values.values() for s in v), default=0)
+    status = {"state": state, "step": done if step is None else step, "steps": steps, "variant": variant,
+              "seed": seed, "error": error, "host": HOST, "pid": pid or os.getpid(), "updated": 0.0,
+              "executor": "local"}
+    (d / "status.json").write_text(json.dumps(status))
+    lines = []
+    for metric, series in values.items():
+        for s, v in series.items():
+            lines.append({"step": s, "protocol": metric, "metric": metric, "value": v, "num_samples": num_samples,
+                          "settings": settings(metric, num_samples=num_samples, batch_size=64),
+                          "dataset": "synthetic:test:abc", "time": 0.0, "eval_s": 0.1})
+    for metric, v in (speed or {}).items():
+        lines.append({"step": None, "protocol": "speed", "metric": metric, "value": v,
+                      "settings": settings("speed"), "time": 0.0})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"torn": ')
+    (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "errD": 1.0, "errG": 0.5}) + "\n"
+                                               for s in (20, 40)))
+    if samples:
+        (d / "samples").mkdir()
+        for s in (60, done or 60):
+            sheet = Image.fromarray(np.full((34, 130, 3), 40 * seed + s % 200, np.uint8))
+            sheet.save(d / "samples" / f"step_{s:08d}.png")
+            (d / "samples" / f"step_{s:08d}.txt").write_text("a red circle\na blue square\na small green triangle")
+    return d
+
+
+FULL = {0: ({60: 30.0, 120: 20.0}, {60: 0.20, 120: 0.25}),
+        1: ({60: 28.0, 120: 22.0}, {60: 0.21, 120: 0.24}),
+        2: ({60: 26.0, 120: 27.0}, {60: 0.22, 120: 0.20})}
+
+
+def dead_pid():
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+            pid += 1
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pid += 1
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs" / "synth"
+    for seed, (fid, cs) in FULL.items():
+        make_run(root, f"full{seed}", "full", seed, "finished", {"fid_galip": fid, "clip_score_galip": cs},
+                 speed={"latency_ms": 20.0, "latency_batch": 1, "throughput_img_s": 400.0, "throughput_batch": 64})
+    make_run(root, "nopr0", "no_prompts", 0, "finished", {"fid_galip": {60: 40.0, 120: 35.0},
+                                                          "clip_score_galip": {60: 0.1, 120: 0.15}})
+    make_run(root, "nopr1", "no_prompts", 1, "failed", {"fid_galip": {60: 99.0}, "clip_score_galip": {60: 0.01}},
+             error="RuntimeError: CUDA out of memory\ntraceback...")
+    # still running (this process is alive): its numbers are not in the finished mean
+    make_run(root, "nopr2", "no_prompts", 2, "running", {"fid_galip": {60: 50.0}, "clip_score_galip": {60: 0.05}},
+             step=80)
+    # running only, marked 'running' but its process is gone: effective state failed; provisional numbers
+    make_run(root, "scr0", "scratch_d", 0, "running", {"fid_galip": {60: 70.0}, "clip_score_galip": {60: 0.02}},
+             step=70, pid=dead_pid())
+    # never started
+    make_run(root, "pend0", "pending_variant", 0, "pending", {}, samples=False)
+    return root
+
+
+def test_report_tables_match_records(grid, tmp_path):
+    paths = build_report(grid, tmp_path / "reports" / "synth", "synth", references={"references": []})
+    for name in ("report.md", "report.html", "table.csv", "table.tex"):
+        assert paths[name].is_file() and paths[name].stat().st_size > 0
+    t = pd.read_csv(paths["table.csv"])
+    row = lambda v, m: t[(t.variant == v) & (t.metric == m)].iloc[0]  # noqa: E731
+
+    # full: 3 finished seeds; final = step 120, best = min (fid) / max (clip score) over steps
+    r = row("full", "fid_galip")
+    assert r.n_seeds == 3 and float(r.final_step) == 120 and not r.provisional
+    assert r.final_mean == pytest.approx((20 + 22 + 27) / 3)
+    assert r.final_std == pytest.approx(statistics.stdev([20.0, 22.0, 27.0]))
+    assert r.best_mean == pytest.approx((20 + 22 + 26) / 3)
+    assert r.best_std == pytest.approx(statistics.stdev([20.0, 22.0, 26.0]))
+    r = row("full", "clip_score_galip")
+    assert r.final_mean == pytest.approx((0.25 + 0.24 + 0.20) / 3)
+    assert r.best_mean == pytest.approx((0.25 + 0.24 + 0.22) / 3)
+    assert r.better == "higher"
+
+    # no_prompts: only the finished seed counts; the failed and the running seeds are listed, not averaged
+    r = row("no_prompts", "fid_galip")
+    assert r.n_seeds == 1 and r.final_mean == 35.0 and math.isnan(r.final_std) and r.best_mean == 35.0
+    assert "finished 1" in r.runs and "running 1 (step 80/120)" in r.runs and "failed 1" in r.runs
+
+    # scratch_d: no finished run -> provisional numbers from the dead 'running' run (effective state: failed)
+    r = row("scratch_d", "fid_galip")
+    assert r.provisional and r.final_mean == 70.0 and "failed 1 (step 70/120)" in r.runs
+
+    # pending variant: present in the runs table, no metric rows (no records)
+    md = paths["report.md"].read_text()
+    assert "pending_variant" in md and "**pending**" in md
+    assert "**failed**" in md and "CUDA out of memory" in md and "**running**" in md
+    assert "scratch_d †" in md
+    assert "| full |" in md
+    assert "23.000 ± 3.606" in md
+    # no paper columns for a grid the paper does not cover
+    assert "paper" not in t.columns.str.cat()
+
+    # speed: latency (batch 1) and throughput (batch 64) points, and the plots
+    names = {p.name for p in paths["plots"]}
+    assert {"curve_fid_galip.png", "curve_clip_score_galip.png", "bar_fid_galip.png", "bar_clip_score_galip.png",
+            "speed.png", "samples_full.png", "samples_no_prompts.png", "samples_scratch_d.png"} <= names
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths["plots"])
+    html = paths["report.html"].read_text()
+    assert html.count("data:image/png;base64,") == len(paths["plots"]) and "<table>" in html
+    tex = paths["table.tex"].read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "fid\\_galip" in tex
+    assert "23.000 $\\pm$ 3.606" in tex
+
+
+def test_speed_points(grid):
+    from galip_bench.report import load_runs, plots
+    _, recs, _ = load_runs(grid)
+    pts = plots.speed_points(recs)
+    full = pts[pts.variant == "full"].groupby("batch")["img_s"].mean()
+    assert full[1] == pytest.approx(1 / 0.020) and full[64] == pytest.approx(400.0)
+
+
+def test_paper_reference_file_has_the_cited_numbers():
+    ref = tables.load_references(Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml")
+    cells = {(r["grid"], r["metric"], r["label"]): r["value"] for r in ref["references"]}
+    assert cells[("paper_table1_coco", "fid_galip", "paper")] == 5.85
+    assert cells[("paper_table1_coco", "clip_score_galip", "paper")] == 0.3338
+    assert cells[("paper_table1_coco", "fid_galip", "released checkpoint")] == 5.01
+    assert cells[("paper_table1_coco", "clip_score_galip", "released checkpoint")] == 0.3379
+    assert cells[("paper_table1_cub", "fid_galip", "paper")] == 10.08
+    assert cells[("paper_table2_zeroshot", "zs_fid_coco", "paper")] == 12.54
+    assert all(r["source"] and r["protocol"] in ("fid_galip", "clip_score_galip", "zs_fid_coco")
+               for r in ref["references"])
+    assert ref["parameters"]["netG_trainable"] == 51_830_211
+    assert ref["parameters"]["netD"] == 28_706_821 and ref["parameters"]["netC"] == 2_099_200
+
+
+def test_paper_values_only_where_the_protocol_matches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs" / "paper_table1_coco"
+    make_run(root, "a", "galip", 0, "finished", {"fid_galip": {160000: 6.0}, "clip_score_galip": {160000: 0.33}},
+             steps=160000, num_samples=30000)
+    make_run(root, "b", "galip", 1, "finished", {"fid_galip": {160000: 6.5}, "clip_score_galip": {160000: 0.34}},
+             steps=160000, num_samples=30000)
+    ref = tables.load_references(Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml")
+    t = build_report(root, tmp_path / "out", "paper_table1_coco", references=ref)["table"]
+    fid = t[t.metric == "fid_galip"].iloc[0]
+    assert fid["ref:paper"] == 5.85 and fid["diff:paper"] == pytest.approx(6.25 - 5.85)
+    assert fid["ref:released checkpoint"] == 5.01 and fid["diff:released checkpoint"] == pytest.approx(6.25 - 5.01)
+    cs = t[t.metric == "clip_score_galip"].iloc[0]
+    assert cs["diff:paper"] == pytest.approx(0.335 - 0.3338)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "+0.4000" in md and "5.850" in md and "netG_trainable 51,830,211" in md
+
+    # the same grid measured with 128 samples: the published cells stay empty and the note says why
+    root2 = tmp_path / "runs2" / "paper_table1_coco"
+    make_run(root2, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, num_samples=128)
+    t2 = build_report(root2, tmp_path / "out2", "paper_table1_coco", references=ref)["table"]
+    assert math.isnan(t2.iloc[0]["ref:paper"]) and "not comparable (num_samples 128 ≠ 30000)" in t2.iloc[0]["notes"]
+
+
+def test_cli_report_by_name_writes_under_reports(grid, tmp_path, capsys):
+    assert main(["report", "synth"]) == 0
+    out = tmp_path / "reports" / "synth"
+    assert (out / "report.md").is_file() and (out / "table.csv").is_file() and (out / "report.html").is_file()
+    assert main(["report", "synth", "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "table.tex").is_file()
+    assert main(["report", "no_such_grid"]) == 2
+    assert "no runs for grid 'no_such_grid'" in capsys.readouterr().err
+
+
+def test_fid_bootstrap_interval_and_its_display(tmp_path, monkeypatch):
+    from galip_bench.metrics.fid import feature_stats, frechet_distance
+    from galip_bench.report.bootstrap import fid_bootstrap
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(400, 4))
+    gen = rng.normal(0.5, 1.0, size=(300, 4))
+    mu, sigma = feature_stats(ref)
+    ci = fid_bootstrap(gen, mu, sigma, n_boot=50, seed=1)
+    assert ci["fid"] == pytest.approx(frechet_distance(*feature_stats(gen), mu, sigma))
+    assert ci["ci_low"] < ci["fid"] < ci["ci_high"] and ci["boot_std"] > 0
+    assert fid_bootstrap(gen, mu, sigma, n_boot=50, seed=1) == ci  # seeded
+    # a record carrying the interval shows it next to a single-seed value
+    monkeypatch.chdir(tmp_path)
+    d = make_run(tmp_path / "runs" / "g", "a", "v", 0, "finished", {"fid_galip": {10: ci["fid"]}}, samples=False)
+    r = json.loads((d / "metrics.jsonl").read_text().splitlines()[0])
+    (d / "metrics.jsonl").write_text(json.dumps({**r, "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}) + "\n")
+    paths = build_report(tmp_path / "runs" / "g", tmp_path / "out", "g", references={"references": []})
+    assert f"[{tables.fmt(ci['ci_low'])}, {tables.fmt(ci['ci_high'])}]" in paths["report.md"].read_text()
+    assert paths["table"].iloc[0]["final_ci_low"] == pytest.approx(ci["ci_low"])
+
+
+def test_speed_points_from_a_per_batch_table():
+    from galip_bench.report import plots
+    recs = pd.DataFrame([{"run_id": "r", "variant": "v", "protocol": "speed", "metric": "latency_ms", "value": 10.0,
+                          "result": {"per_batch": {"1": {"median_s": 0.01, "img_s": 100.0},
+                                                   "8": {"median_s": 0.02, "img_s": 400.0}}}}])
+    pts = plots.speed_points(recs)
+    assert dict(zip(pts.batch, pts.img_s)) == {1: 100.0, 8: 400.0}
