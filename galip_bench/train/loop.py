@@ -61,13 +61,19 @@ class _StopFlag:
 
     def __init__(self):
         self.raised = None
+        self.previous = {}
 
-    def install(self):
+    def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                signal.signal(sig, self._handler)
+                self.previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread
                 pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handler(self, signum, frame):
         self.raised = signal.Signals(signum).name
@@ -75,7 +81,8 @@ class _StopFlag:
 
 def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None) -> dict:
     """Train `cfg` (a RunConfig) in `run_dir`, resuming from its last checkpoint. `make_evaluator(device)` gives
-    the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a checkpoint, as a kill would (tests use it)."""
+    the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a
+    checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint."""
     tc = cfg.train
     device = resolve_device(tc.device)
     rank, local_rank, world_size = distributed.init(device)
@@ -102,12 +109,10 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     if main:
         run_dir.truncate_after(step)
         run_dir.set_status("running", step=step, steps=tc.steps, world_size=world_size, error=None)
-    batches = Batches(build_dataset(cfg.data, "train", train=True), tc.batch_size, seed, rank, world_size)
-    sheet = SampleSheet(cfg, galip, device) if main and tc.sample_every else None
     evaluate = make_evaluator(device) if (make_evaluator is not None and main) else None
     sync = distributed.sync_grads if world_size > 1 else None
-    stop = _StopFlag()
-    stop.install()
+    batches = Batches(build_dataset(cfg.data, "train", train=True), tc.batch_size, seed, rank, world_size)
+    sheet = SampleSheet(cfg, galip, device) if main and tc.sample_every else None
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not (main and progress),
                dynamic_ncols=True)
     t0 = time.time()
@@ -119,40 +124,41 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
                             scaler=amp, extra={"variant": cfg.variant, "world_size": world_size})
             run_dir.prune(tc.keep_ckpts)
 
-    while step < tc.steps:
-        seed_step(seed, rank, step)
-        batch = batches.get(step)
-        images, tokens = batch["image"].to(device), batch["tokens"].to(device)
-        noise = torch.randn(images.shape[0], cfg.model.z_dim, device=device)
-        galip.train()
-        losses = train_step(galip, opt_d, opt_g, images, tokens, noise, sim_w=tc.sim_w, amp=amp,
-                            accum=tc.grad_accum, grad_sync=sync)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}")
-        if main and (step % tc.log_every == 0 or step == tc.steps):
-            run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
-            run_dir.set_status("running", step=step, steps=tc.steps)
-        if step % tc.ckpt_every == 0 or step == tc.steps:
-            checkpoint()
-        if sheet is not None and (step % tc.sample_every == 0 or step == tc.steps):
-            sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
-        if make_evaluator is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
-            if main:
-                for record in evaluate(galip, step):
-                    run_dir.append(run_dir.metrics, record)
-            distributed.barrier()
-        if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
-            bar.close()
-            return {"step": step, "interrupted": True, "losses": losses}
-        if stop.raised:
-            checkpoint()
-            bar.close()
-            if main:
-                run_dir.set_status("failed", step=step, error=f"interrupted by {stop.raised} at step {step}; resumable")
-            return {"step": step, "interrupted": True, "losses": losses}
-    bar.close()
-    if main:
-        run_dir.set_status("finished", step=step, error=None, wall_s=time.time() - t0)
-    distributed.barrier()
-    return {"step": step, "interrupted": False}
+    with _StopFlag() as stop:
+        while step < tc.steps:
+            seed_step(seed, rank, step)
+            batch = batches.get(step)
+            images, tokens = batch["image"].to(device), batch["tokens"].to(device)
+            noise = torch.randn(images.shape[0], cfg.model.z_dim, device=device)
+            galip.train()
+            losses = train_step(galip, opt_d, opt_g, images, tokens, noise, sim_w=tc.sim_w, amp=amp,
+                                accum=tc.grad_accum, grad_sync=sync)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}")
+            if main and (step % tc.log_every == 0 or step == tc.steps):
+                run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
+                run_dir.set_status("running", step=step, steps=tc.steps)
+            if step % tc.ckpt_every == 0 or step == tc.steps:
+                checkpoint()
+            if sheet is not None and (step % tc.sample_every == 0 or step == tc.steps):
+                sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
+            if make_evaluator is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
+                if main:
+                    for record in evaluate(galip, step):
+                        run_dir.append(run_dir.metrics, record)
+                distributed.barrier()
+            if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
+                bar.close()
+                return {"step": step, "interrupted": True, "losses": losses}
+            if stop.raised:
+                checkpoint()
+                bar.close()
+                if main:
+                    run_dir.set_status("failed", step=step, error=f"interrupted by {stop.raised} at step {step}; resumable")
+                return {"step": step, "interrupted": True, "losses": losses}
+        bar.close()
+        if main:
+            run_dir.set_status("finished", step=step, error=None, wall_s=time.time() - t0)
+        distributed.barrier()
+        return {"step": step, "interrupted": False}
