@@ -30,12 +30,17 @@ def add_arguments(p):
     p.add_argument("--save-images", metavar="DIR", help="also write the generated images as PNGs")
     p.add_argument("--extractor", choices=["default", "tiny"], default="default",
                    help="tiny: small random-init extractors (tests, smoke; not comparable to published numbers)")
+    add_model_source_arguments(p)
+
+
+def add_model_source_arguments(p):
+    """How to build the model of a checkpoint and where to run it (shared by eval and regress)."""
     p.add_argument("--model-config", help="YAML `model:` section describing an official checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--clip-weights", help="OpenAI CLIP ViT-B/32 weights (overrides the checkpoint's model.clip.pretrained)")
     p.add_argument("--device", default="auto")
     p.add_argument("--bench", help="site config (default: $GALIP_BENCH_CONFIG or ./bench.yaml)")
-    p.add_argument("--allow-download", action="store_true")
+    p.add_argument("--allow-download", action="store_true", help="let metric weights download when missing")
 
 
 def data_config(path) -> DataConfig:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from galip_bench import regress
 from galip_bench.atomic import atomic_write_json
-from galip_bench.commands.eval import data_config
+from galip_bench.commands.eval import add_model_source_arguments, data_config
 from galip_bench.errors import UserError
 
 
@@ -30,12 +30,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="--write-baseline: seed of the noise stream")
     p.add_argument("--extractor", choices=["default", "tiny"], default="default", help="--write-baseline only")
     p.add_argument("--out", default="regress.json", help="where to write the verdict JSON (default regress.json)")
-    p.add_argument("--model-config", help="YAML `model:` section describing an official checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--clip-weights", help="OpenAI CLIP ViT-B/32 weights")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--bench", help="site config (default: $GALIP_BENCH_CONFIG or ./bench.yaml)")
-    p.add_argument("--allow-download", action="store_true")
+    add_model_source_arguments(p)
 
 
 def _data_from_dict(d, source):
