@@ -16,6 +16,7 @@ COMMANDS = {
     "speed": ("speed", "measure synthesis latency and throughput"),
     "status": ("status", "show the state of each run of a grid"),
     "convert": ("convert", "convert checkpoints between the official GALIP format and ours"),
+    "data": ("data", "validate a dataset and write a sample grid: data check CONFIG"),
     "weights": ("weights", "list the weight files each metric protocol needs and which were found"),
     "params": ("params", "print trainable/frozen parameter counts of a model config"),
 }

@@ -1,9 +1,6 @@
 """The evaluation engine shared by training (periodic evaluation) and `eval`: generate from the test captions with
 a seeded noise stream, stream the images straight into every protocol's extractor, and return one results record
 per metric with the protocol's full settings."""
-import dataclasses
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -13,7 +10,7 @@ from torch import nn
 from torchvision.transforms.functional import to_pil_image
 from tqdm import tqdm
 
-from galip_bench.data import build_dataset, legacy_stats_path, reference_images
+from galip_bench.data import build_dataset, dataset_id, legacy_stats_path, reference_images
 from galip_bench.metrics import get_protocol
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
@@ -43,11 +40,6 @@ class TinyExtractor(nn.Module):
     def __call__(self, images):
         x = F.interpolate(images.float().clamp(-1, 1), size=(64, 64), mode="bilinear", align_corners=False)
         return self.net.to(x.device)(x).flatten(1).double()
-
-
-def dataset_id(data_cfg) -> str:
-    blob = json.dumps(dataclasses.asdict(data_cfg), sort_keys=True, default=str)
-    return f"{data_cfg.kind}:test:{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 def make_protocols(names, eval_cfg) -> list:

@@ -37,7 +37,7 @@ class RunJob(submitit.helpers.Checkpointable):
         if cfg.eval.protocols:
             make_evaluator = lambda device: Evaluator(cfg, site, device, self.allow_download, self.progress)  # noqa
         try:
-            return train_run(cfg, run_dir, make_evaluator, progress=self.progress)
+            return train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache)
         except BaseException as err:
             if not isinstance(err, (KeyboardInterrupt, SystemExit)):
                 line = (str(err).splitlines() or [""])[0]

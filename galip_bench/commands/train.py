@@ -35,6 +35,6 @@ def run(args) -> int:
     run_dir.write_config(run_spec.conf)
     cfg = run_spec.config
     make_evaluator = (lambda device: Evaluator(cfg, site, device, args.allow_download)) if cfg.eval.protocols else None
-    out = train_run(cfg, run_dir, make_evaluator)
+    out = train_run(cfg, run_dir, make_evaluator, cache_dir=site.paths.cache)
     print(f"{run_spec.name} seed {run_spec.seed}: step {out['step']} in {run_dir.path}")
     return 0

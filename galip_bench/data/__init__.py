@@ -1,28 +1,84 @@
-"""Datasets: every sample is {'image': [3,S,S] in [-1,1], 'caption': str, 'tokens': [77] long, 'key': str}."""
+"""Datasets: every sample is {'image': [3,S,S] in [-1,1], 'caption': str, 'tokens': [77] long, 'key': str}.
+
+kinds: synthetic (procedural, nothing on disk), cub and coco (the GALIP/DF-GAN data layouts), captions (a JSONL/CSV
+manifest or a folder of image + .txt pairs), webdataset (img2dataset tar shards, streamed)."""
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
+from torch.utils.data import IterableDataset
 
 from galip_bench.data.config import DataConfig
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 
-__all__ = ["DataConfig", "build_dataset", "reference_images", "legacy_stats_path", "tokenize"]
+__all__ = ["DataConfig", "build_dataset", "reference_images", "legacy_stats_path", "tokenize", "dataset_id"]
+KINDS = ("synthetic", "cub", "coco", "captions", "webdataset")
+SPLITS = ("train", "test")
 
 
-def build_dataset(cfg: DataConfig, split: str, train: bool):
+def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world_size: int = 1):
+    """A map-style dataset (an IterableDataset for webdataset) of the split; train=True applies GALIP's
+    augmentation and draws one random caption per access."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     if cfg.kind == "synthetic":
         from galip_bench.data.synthetic import SyntheticShapes
         return SyntheticShapes(cfg.size, cfg.num_train if split == "train" else cfg.num_test, split, cfg.seed)
-    raise UserError(f"data.kind '{cfg.kind}' is not available in this build (available: synthetic)")
+    if cfg.kind == "webdataset":
+        from galip_bench.data.shards import ShardStream
+        pattern = cfg.test_shards if (split == "test" and cfg.test_shards) else cfg.shards
+        if not pattern:
+            raise UserError("data.kind=webdataset needs data.shards, e.g. 'cc12m/{00000..01242}.tar'")
+        return ShardStream(pattern, cfg.size, train, rank, world_size)
+    from galip_bench.data import layouts
+    from galip_bench.data.captioned import CaptionedImages
+    if cfg.kind in ("cub", "coco", "captions") and not cfg.root and not cfg.manifest:
+        raise UserError(f"data.kind={cfg.kind} needs data.root (the dataset folder)")
+    if cfg.kind == "cub":
+        entries = layouts.cub_entries(cfg.root, split)
+    elif cfg.kind == "coco":
+        entries = layouts.coco_entries(cfg.root, split)
+    elif cfg.kind == "captions":
+        entries = (layouts.manifest_entries(cfg.manifest, cfg.root, split) if cfg.manifest
+                   else layouts.folder_entries(cfg.root, split))
+    else:
+        raise UserError(f"unknown data.kind '{cfg.kind}' (choose from {', '.join(KINDS)})")
+    if not entries:
+        raise UserError(f"data.kind={cfg.kind} at {cfg.root or cfg.manifest}: the {split} split is empty")
+    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.captions_per_image, cfg.seed)
 
 
-def reference_images(cfg: DataConfig, batch_size: int = 64) -> Iterator[torch.Tensor]:
-    """The test split's images in [-1,1] at cfg.size (the FID reference set), in batches."""
-    dataset = build_dataset(cfg, "test", train=False)
-    for start in range(0, len(dataset), batch_size):
-        yield torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
+def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """The FID reference set: the test split's images in [-1,1], resized to int(size*76/64) and centre-cropped
+    to size (synthetic: rendered at size), one image per image file, in batches."""
+    dataset = build_dataset(dataclasses.replace(cfg, captions_per_image="random"), "test", train=False)
+    samples = iter(dataset) if isinstance(dataset, IterableDataset) else (dataset[j] for j in range(len(dataset)))
+    batch = []
+    for i, sample in enumerate(samples):
+        if limit is not None and i >= limit:
+            break
+        batch.append(sample["image"])
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
 
 
 def legacy_stats_path(cfg: DataConfig) -> Optional[str]:
-    return None
+    """GALIP's precomputed FID statistics (ROOT/npz/*.npz with mu, sigma) for cub/coco, if present."""
+    if cfg.kind not in ("cub", "coco") or not cfg.root:
+        return None
+    files = sorted(Path(cfg.root, "npz").glob("*.npz"))
+    preferred = [f for f in files if "val" in f.name or "test" in f.name]
+    return str((preferred or files)[0]) if files else None
+
+
+def dataset_id(cfg: DataConfig, split: str = "test") -> str:
+    """Identity of a dataset split for cache keys: kind + a hash of every data setting."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    return f"{cfg.kind}:{split}:{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

@@ -26,11 +26,14 @@ class SyntheticShapes(Dataset):
     def __len__(self) -> int:
         return self.num
 
+    def all_captions(self) -> list:
+        return [c for i in range(self.num) for c in self.captions(self.scene(i))]
+
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, SPLITS[self.split], index])
 
-    def _mask(self, shape: str, cx: float, cy: float, r: float) -> np.ndarray:
-        dx, dy = self.xs - cx, self.ys - cy
+    def _mask(self, shape: str, cx: float, cy: float, r: float, window) -> np.ndarray:
+        dx, dy = self.xs[window] - cx, self.ys[window] - cy
         if shape == "circle":
             return dx * dx + dy * dy <= r * r
         if shape == "square":
@@ -72,7 +75,11 @@ class SyntheticShapes(Dataset):
         img = np.empty((self.size, self.size, 3), dtype=np.float32)
         img[:] = BACKGROUNDS[scene["background"]]
         for o in scene["objects"]:
-            img[self._mask(o["shape"], *o["pos"], SIZES[o["size"]])] = COLOURS[o["colour"]]
+            (cx, cy), r = o["pos"], SIZES[o["size"]]
+            lo = lambda c: max(0, int((c - r) * self.size))  # noqa: E731  (the shape's bounding window)
+            hi = lambda c: min(self.size, int((c + r) * self.size) + 2)  # noqa: E731
+            window = (slice(lo(cy), hi(cy)), slice(lo(cx), hi(cx)))
+            img[window][self._mask(o["shape"], cx, cy, r, window)] = COLOURS[o["colour"]]
         return img
 
     def __getitem__(self, index: int) -> dict:

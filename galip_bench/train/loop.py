@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 import torch
+from torch.utils.data import IterableDataset
 from tqdm import tqdm
 
 from galip_bench.checkpoint import capture_rng, load_nets, read_checkpoint, save_checkpoint
@@ -36,12 +37,15 @@ def seed_step(seed: int, rank: int, step: int) -> None:
 
 class Batches:
     """Deterministic batches: a per-epoch permutation seeded by (seed, epoch), sharded by rank, started at any
-    step. The position is a function of the step, so restoring the step restores the data position."""
+    step. The position is a function of the step, so restoring the step restores the data position. Streamed
+    (webdataset) data is read in order; a resume skips the samples already consumed."""
 
     def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.per_epoch = max(len(dataset) // (batch_size * world_size), 1)
+        self.streamed = isinstance(dataset, IterableDataset)
+        self.per_epoch = 0 if self.streamed else max(len(dataset) // (batch_size * world_size), 1)
+        self.stream, self.next_step = None, None
 
     def indices(self, step: int) -> list:
         epoch, pos = divmod(step, self.per_epoch)
@@ -49,8 +53,23 @@ class Batches:
         start = (pos * self.world_size + self.rank) * self.batch_size
         return [int(i) for i in order[start: start + self.batch_size]]
 
+    def _streamed(self, step: int) -> list:
+        if self.stream is None or self.next_step != step:
+            self.stream = iter(self.dataset)
+            for _ in range(step * self.batch_size):
+                self._next()
+        self.next_step = step + 1
+        return [self._next() for _ in range(self.batch_size)]
+
+    def _next(self):
+        try:
+            return next(self.stream)
+        except StopIteration:  # end of the shards: start another pass
+            self.stream = iter(self.dataset)
+            return next(self.stream)
+
     def get(self, step: int) -> dict:
-        samples = [self.dataset[i] for i in self.indices(step)]
+        samples = self._streamed(step) if self.streamed else [self.dataset[i] for i in self.indices(step)]
         return {"image": torch.stack([s["image"] for s in samples]),
                 "tokens": torch.stack([s["tokens"] for s in samples]),
                 "caption": [s["caption"] for s in samples]}
@@ -79,7 +98,8 @@ class _StopFlag:
         self.raised = signal.Signals(signum).name
 
 
-def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None) -> dict:
+def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None,
+              cache_dir=".cache/galip_bench") -> dict:
     """Train `cfg` (a RunConfig) in `run_dir`, resuming from its last checkpoint. `make_evaluator(device)` gives
     the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a
     checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint."""
@@ -111,8 +131,15 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
         run_dir.set_status("running", step=step, steps=tc.steps, world_size=world_size, error=None)
     evaluate = make_evaluator(device) if (make_evaluator is not None and main) else None
     sync = distributed.sync_grads if world_size > 1 else None
-    batches = Batches(build_dataset(cfg.data, "train", train=True), tc.batch_size, seed, rank, world_size)
+    batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size),
+                      tc.batch_size, seed, rank, world_size)
     sheet = SampleSheet(cfg, galip, device) if main and tc.sample_every else None
+    cache = None
+    if cfg.data.embedding_cache and hasattr(batches.dataset, "all_captions"):
+        from galip_bench.data import dataset_id
+        from galip_bench.data.embedding_cache import EmbeddingCache, weights_hash
+        cache = EmbeddingCache(cache_dir, dataset_id(cfg.data, "train"), "train", weights_hash(galip.clip))
+        cache.build(batches.dataset.all_captions(), lambda t: galip.clip.encode_text(t.to(device))[0])
     bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not (main and progress),
                dynamic_ncols=True)
     t0 = time.time()
@@ -130,9 +157,10 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
             batch = batches.get(step)
             images, tokens = batch["image"].to(device), batch["tokens"].to(device)
             noise = torch.randn(images.shape[0], cfg.model.z_dim, device=device)
+            sent = cache.lookup(batch["caption"]).to(device) if cache is not None else None
             galip.train()
             losses = train_step(galip, opt_d, opt_g, images, tokens, noise, sim_w=tc.sim_w, amp=amp,
-                                accum=tc.grad_accum, grad_sync=sync)
+                                accum=tc.grad_accum, grad_sync=sync, sent=sent)
             step += 1
             bar.update(1)
             bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}")

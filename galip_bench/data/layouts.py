@@ -1,0 +1,131 @@
+"""The on-disk layouts: file lists, captions and boxes of CUB, COCO and generic captioned folders/manifests.
+Every missing or malformed file is a UserError naming the path and what was expected."""
+import csv
+import json
+import pickle
+import zlib
+from pathlib import Path
+
+from galip_bench.data.captioned import Entry
+from galip_bench.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def require_dir(path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} not found: expected {what}")
+    return path
+
+
+def read_split(root: Path, split: str) -> list:
+    """ROOT/{train,test}/filenames.pickle: the keys of a split (GALIP / DF-GAN data releases)."""
+    path = root / split / "filenames.pickle"
+    if not path.is_file():
+        raise UserError(f"split file {path} not found: expected a pickled list of keys "
+                        "(from the GALIP/DF-GAN birds.zip or coco.zip metadata)")
+    with open(path, "rb") as f:
+        try:
+            keys = pickle.load(f, encoding="latin1")
+        except Exception as err:
+            raise UserError(f"split file {path} could not be read ({type(err).__name__})") from None
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
+
+
+def read_captions(path: Path) -> list:
+    if not path.is_file():
+        raise UserError(f"caption file {path} not found: expected one caption per line")
+    captions = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    captions = [c for c in captions if c]
+    if not captions:
+        raise UserError(f"caption file {path} is empty: expected at least one caption per line")
+    return captions
+
+
+def cub_entries(root, split: str) -> list:
+    """ROOT/CUB_200_2011/{images/<class>/<name>.jpg, images.txt, bounding_boxes.txt}, ROOT/text/<class>/<name>.txt."""
+    root = require_dir(root, "the CUB data root (CUB_200_2011/, text/, train/, test/)")
+    cub = require_dir(root / "CUB_200_2011", "the CUB_200_2011 folder from Caltech")
+    for name in ("images.txt", "bounding_boxes.txt"):
+        if not (cub / name).is_file():
+            raise UserError(f"{cub / name} not found: it ships with CUB_200_2011")
+    ids = dict(line.split() for line in (cub / "images.txt").read_text().splitlines() if line.strip())
+    boxes = {}
+    for line in (cub / "bounding_boxes.txt").read_text().splitlines():
+        if line.strip():
+            idx, *xywh = line.split()
+            boxes[ids[idx][: -len(".jpg")]] = tuple(float(v) for v in xywh)
+    entries = []
+    for key in read_split(root, split):
+        if key not in boxes:
+            raise UserError(f"{key} (in {root / split / 'filenames.pickle'}) has no line in {cub / 'images.txt'}")
+        entries.append(Entry(key, str(cub / "images" / f"{key}.jpg"), read_captions(root / "text" / f"{key}.txt"),
+                             boxes[key]))
+    return entries
+
+
+def coco_image_path(root: Path, key: str) -> Path:
+    """Both layouts exist in the wild: ROOT/images/<key>.jpg, or ROOT/images/{train2014,val2014}/jpg/<key>.jpg."""
+    flat = root / "images" / f"{key}.jpg"
+    if flat.exists():
+        return flat
+    folder = "val2014" if "val2014" in key else "train2014"
+    nested = root / "images" / folder / "jpg" / f"{key}.jpg"
+    return nested if nested.exists() else flat
+
+
+def coco_entries(root, split: str) -> list:
+    root = require_dir(root, "the COCO data root (images/, text/, train/, test/)")
+    require_dir(root / "images", "COCO 2014 images as images/<key>.jpg or images/{train2014,val2014}/jpg/<key>.jpg")
+    return [Entry(key, str(coco_image_path(root, key)), read_captions(root / "text" / f"{key}.txt"))
+            for key in read_split(root, split)]
+
+
+def _in_split(key: str, split: str, explicit) -> bool:
+    if explicit:
+        return explicit == split
+    return (zlib.crc32(key.encode()) % 10 == 0) == (split == "test")  # a fixed 90/10 split by key
+
+
+def manifest_entries(manifest, root, split: str) -> list:
+    """A JSONL ({"image": path, "caption": str | "captions": [...], "split"?}) or CSV (image, caption[, split])
+    manifest; relative image paths are relative to `root` (or the manifest's folder)."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise UserError(f"manifest {manifest} not found: expected a JSONL or CSV file of (image, caption)")
+    base = Path(root) if root else manifest.parent
+    if manifest.suffix == ".csv":
+        with open(manifest, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = []
+        for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UserError(f"{manifest}:{n}: not valid JSON") from None
+    entries = []
+    for n, row in enumerate(rows, 1):
+        if "image" not in row or not (row.get("caption") or row.get("captions")):
+            raise UserError(f"{manifest}: row {n} needs `image` and `caption` (or a `captions` list)")
+        captions = row.get("captions") or [row["caption"]]
+        captions = [captions] if isinstance(captions, str) else [str(c) for c in captions if str(c).strip()]
+        key = str(Path(row["image"]).with_suffix(""))
+        if _in_split(key, split, row.get("split")):
+            entries.append(Entry(key, str(base / row["image"]), captions))
+    return entries
+
+
+def folder_entries(root, split: str) -> list:
+    """A folder of images with same-named .txt caption files (one caption per line)."""
+    root = require_dir(root, "a folder of images with same-named .txt caption files")
+    entries = []
+    for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        key = str(image.relative_to(root).with_suffix(""))
+        if _in_split(key, split, None):
+            entries.append(Entry(key, str(image), read_captions(image.with_suffix(".txt"))))
+    if not entries and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*")):
+        raise UserError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return entries
