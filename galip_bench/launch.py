@@ -53,7 +53,10 @@ def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
     if kind == "debug":
         return submitit.DebugExecutor(folder=folder)
     if kind == "local":
-        return submitit.LocalExecutor(folder=folder)
+        executor = submitit.LocalExecutor(folder=folder)
+        # submitit's local default is a 2-minute limit, after which it signals the job to requeue
+        executor.update_parameters(timeout_min=site.local_timeout_min)
+        return executor
     slurm = {**OmegaConf.to_container(OmegaConf.structured(site.slurm)), **grid_slurm}
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     gpus_per_node = slurm["gpus_per_node"]

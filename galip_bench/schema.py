@@ -77,3 +77,4 @@ class SiteConfig:
     executor: str = "local"             # local | slurm | debug
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     max_local_parallel: int = 1         # local executor: runs trained at once
+    local_timeout_min: int = 60 * 24 * 7  # local executor: wall-clock limit of one run
