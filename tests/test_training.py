@@ -64,3 +64,11 @@ def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypa
     assert "skipped 1 finished run" in capsys.readouterr().out
     assert main(["status", str(grid)]) == 0
     assert "finished" in capsys.readouterr().out
+
+
+def test_local_executor_is_not_cut_after_submitit_default_two_minutes(tmp_path):
+    from galip_bench.launch import make_executor
+    from galip_bench.schema import SiteConfig
+    site = SiteConfig(executor="local")
+    executor = make_executor(site, tmp_path, {}, 0)
+    assert executor.parameters["timeout_min"] == site.local_timeout_min >= 60 * 24
