@@ -1,16 +1,19 @@
 """The evaluation engine shared by training (periodic evaluation) and `eval`: generate from the test captions with
 a seeded noise stream, stream the images straight into every protocol's extractor, and return one results record
 per metric with the protocol's full settings."""
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import IterableDataset
 from torchvision.transforms.functional import to_pil_image
 from tqdm import tqdm
 
 from galip_bench.data import build_dataset, dataset_id, legacy_stats_path, reference_images
+from galip_bench.errors import UserError
 from galip_bench.metrics import get_protocol
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
@@ -67,6 +70,13 @@ class Evaluator:
         self.resolver = WeightsResolver(site.paths.weights, allow_download)
         self.cache = StatsCache(site.paths.cache)
         self.dataset = build_dataset(self.data, "test", train=False)
+        if isinstance(self.dataset, IterableDataset):
+            raise UserError(f"evaluation needs a dataset with a fixed test split, not streamed {self.data.kind} "
+                            "shards: set eval.data (e.g. {kind: coco, root: data/coco})")
+        npz = legacy_stats_path(self.data)
+        for p in self.protos:  # GALIP's precomputed statistics, when the dataset has them, are the reference
+            if npz is not None and p.name in LEGACY_NPZ_PROTOCOLS:
+                p.settings = dataclasses.replace(p.settings, reference=f"npz:{npz}")
         self.extractors = {}
         self.references = {}
         self.save_images = Path(save_images) if save_images else None
@@ -87,9 +97,8 @@ class Evaluator:
     def _reference(self, proto, extractor):
         if proto.name in self.references:
             return self.references[proto.name]
-        npz = legacy_stats_path(self.data) if proto.name in LEGACY_NPZ_PROTOCOLS else None
-        if npz is not None:
-            ref = load_stats_npz(npz)
+        if proto.settings.reference.startswith("npz:"):
+            ref = load_stats_npz(proto.settings.reference[len("npz:"):])
         else:
             def compute():
                 acc = proto.new_accumulator()
