@@ -20,14 +20,21 @@ class RunJob(submitit.helpers.Checkpointable):
     which requeues the same job; it resumes from the run's last checkpoint."""
 
     def __init__(self, conf_yaml: str, run_path: str, site_yaml: str, allow_download: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, threads: int = None):
         self.conf_yaml, self.run_path, self.site_yaml = conf_yaml, run_path, site_yaml
-        self.allow_download, self.progress = allow_download, progress
+        self.allow_download, self.progress, self.threads = allow_download, progress, threads
 
     def __call__(self) -> dict:
+        import torch
+
         from galip_bench.evaluate import Evaluator
         from galip_bench.train.loop import train_run
 
+        # torch starts one thread per core of the machine; jobs sharing it (a SLURM node without CPU binding,
+        # parallel local runs) then oversubscribe the cores and each one crawls. train.threads, when set, wins.
+        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
+        if threads:
+            torch.set_num_threads(threads)
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         cfg = to_object(merge_onto(RunConfig, OmegaConf.create(self.conf_yaml), source=self.run_path))
@@ -37,12 +44,17 @@ class RunJob(submitit.helpers.Checkpointable):
         if cfg.eval.protocols:
             make_evaluator = lambda device: Evaluator(cfg, site, device, self.allow_download, self.progress)  # noqa
         try:
-            return train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache)
+            out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache)
         except BaseException as err:
             if not isinstance(err, (KeyboardInterrupt, SystemExit)):
                 line = (str(err).splitlines() or [""])[0]
                 run_dir.set_status("failed", error=f"{type(err).__name__}: {line}")
             raise
+        if out["interrupted"] and "SLURM_JOB_ID" in os.environ:
+            # stopped by SIGTERM (scancel, scontrol requeue) after a checkpoint: leave without a result, so that
+            # submitit sees the scheduler's state (cancelled, or requeued and running again), not a success
+            raise SystemExit(143)
+        return out
 
     def checkpoint(self, *args, **kwargs):
         return submitit.helpers.DelayedSubmission(self)
@@ -104,10 +116,11 @@ def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = F
     if todo:
         site_yaml = OmegaConf.to_yaml(OmegaConf.structured(site))
         in_process = site.executor == "debug"
-        jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
-                                    allow_download, progress=in_process and progress) for r in todo}
-        executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
         chunk = len(todo) if site.executor == "slurm" else max(site.max_local_parallel, 1)
+        threads = max((os.cpu_count() or 1) // chunk, 1) if site.executor == "local" and chunk > 1 else None
+        jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
+                                    allow_download, progress=in_process and progress, threads=threads) for r in todo}
+        executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
         bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait))
         for i in range(0, len(todo), chunk):
             runs = todo[i:i + chunk]
@@ -132,11 +145,14 @@ def _wait(runs, jobs, root: Path, bar) -> list:
                 if not job.done():  # the debug executor runs the job here, and raises its error
                     continue
                 job.result()
-            except Exception:  # the job recorded its error in status.json
+            except Exception:  # the job recorded its error in status.json, unless it died before it could
+                pass
+            run_dir = RunDir(root / rid)
+            state = run_dir.status().get("state")
+            if state != "finished":  # raised, cancelled, or stopped by a signal after a checkpoint
                 failed.append(rid)
-                if RunDir(root / rid).status().get("state") != "failed":
-                    tail = (job.stderr() or "job failed").strip().splitlines() or ["job failed"]
-                    RunDir(root / rid).set_status("failed", error=tail[-1][:300])
+                if state != "failed":
+                    run_dir.set_status("failed", error=_job_error(job))
             del pending[rid]
             bar.update(1)
         if pending:
@@ -144,3 +160,12 @@ def _wait(runs, jobs, root: Path, bar) -> list:
             bar.set_postfix_str(", ".join(f"{n}@{s}" for n, s in steps.items())[:80])
             time.sleep(1.0)
     return failed
+
+
+def _job_error(job) -> str:
+    """The last line of a job's stderr, or its scheduler state, for a run that died without recording why."""
+    try:
+        tail = (job.stderr() or "").strip().splitlines()
+    except Exception:
+        tail = []
+    return (tail[-1][:300] if tail else f"job {job.job_id} ended in state {job.state} without a result")

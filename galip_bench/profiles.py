@@ -10,7 +10,7 @@ SMOKE = {
     },
     "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
     "train": {
-        "steps": 120, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32",
+        "steps": 120, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32", "threads": 1,
         "ckpt_every": 40, "keep_ckpts": 2, "log_every": 20, "sample_every": 60, "eval_every": 60,
         "num_sample_images": 8,
     },
@@ -18,4 +18,5 @@ SMOKE = {
 }
 
 PROFILES = {"smoke": SMOKE}
-SITE_PROFILES = {"smoke": {"executor": "local"}}
+# one thread per run (identical numbers on any machine and executor), two runs at a time
+SITE_PROFILES = {"smoke": {"executor": "local", "max_local_parallel": 2}}

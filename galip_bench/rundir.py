@@ -78,7 +78,7 @@ class RunDir:
         """On resume: drop log and metric records past the restored step, so replayed steps are not duplicated."""
         for path in (self.train_log, self.metrics):
             if path.exists():
-                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+                kept = [r for r in read_jsonl(path) if (r.get("step") or 0) <= step]
                 atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     # checkpoints --------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ class TrainConfig:
     precision: str = "fp32"             # fp32 | fp16 (GradScaler, as the official --mixed_precision) | bf16
     seed: int = 100                     # the official seed; each rank adds its rank
     device: str = "auto"                # auto | cpu | cuda
+    threads: int = 0                    # torch CPU threads; 0: the job's CPUs (SLURM_CPUS_PER_TASK) or the machine's.
+                                        # CPU results change with it (~1e-6): pin it for bit-identical reruns
     ckpt_every: int = 1000
     keep_ckpts: int = 3
     log_every: int = 50

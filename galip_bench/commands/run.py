@@ -3,6 +3,7 @@ from pathlib import Path
 
 from galip_bench import launch, results
 from galip_bench.grid import load_grid
+from galip_bench.preflight import check_grid
 from galip_bench.site import load_site
 
 
@@ -22,6 +23,7 @@ def add_arguments(p):
 def run(args) -> int:
     grid = load_grid(args.grid, args.profile, args.overrides)
     site = load_site(args.bench, grid.profile, args.executor or grid.executor)
+    check_grid(grid, site, args.allow_download)  # before anything is written under runs/ or submitted
     root = Path(site.paths.runs) / grid.name
     print(f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
           + (f", profile {grid.profile}" if grid.profile else "") + f", folder {root}")

@@ -5,6 +5,7 @@ from pathlib import Path
 from galip_bench.errors import UserError
 from galip_bench.evaluate import Evaluator
 from galip_bench.grid import load_grid
+from galip_bench.preflight import check_run
 from galip_bench.rundir import RunDir
 from galip_bench.site import load_site
 from galip_bench.train.loop import train_run
@@ -31,10 +32,12 @@ def run(args) -> int:
         raise UserError(f"{args.grid}: no run named {args.variant!r} (have: {', '.join(r.name for r in grid.runs)})")
     run_spec = runs[0]
     site = load_site(args.bench, grid.profile)
+    check_run(run_spec.config, site, args.allow_download)
     run_dir = RunDir(Path(site.paths.runs) / grid.name / run_spec.run_id)
     run_dir.write_config(run_spec.conf)
     cfg = run_spec.config
     make_evaluator = (lambda device: Evaluator(cfg, site, device, args.allow_download)) if cfg.eval.protocols else None
     out = train_run(cfg, run_dir, make_evaluator, cache_dir=site.paths.cache)
-    print(f"{run_spec.name} seed {run_spec.seed}: step {out['step']} in {run_dir.path}")
+    done = " (already finished: nothing to do)" if out.get("already_finished") else ""
+    print(f"{run_spec.name} seed {run_spec.seed}: step {out['step']} in {run_dir.path}{done}")
     return 0

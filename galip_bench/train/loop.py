@@ -2,6 +2,7 @@
 optimisers, scaler, step, data position, RNG), JSONL logs, sample grids, periodic evaluation and DDP."""
 import random
 import signal
+import sys
 import time
 import zlib
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from galip_bench.checkpoint import capture_rng, load_nets, read_checkpoint, save_checkpoint
 from galip_bench.clip_weights import build_clip
 from galip_bench.data import build_dataset
+from galip_bench.errors import UserError
 from galip_bench.rundir import RunDir
 from galip_bench.train import distributed
 from galip_bench.train.amp import AMP
@@ -75,6 +77,20 @@ class Batches:
                 "caption": [s["caption"] for s in samples]}
 
 
+def latest_valid_checkpoint(run_dir: RunDir, remove_partial: bool = True) -> tuple:
+    """(path, checkpoint) of the newest readable checkpoint, or (None, None). Writes are atomic, so an unreadable
+    one means damage after the fact: it is skipped with a warning. Temp files of killed writes are removed."""
+    if remove_partial:
+        for partial in run_dir.ckpt_dir.glob(".step_*.tmp"):
+            partial.unlink(missing_ok=True)
+    for path in reversed(run_dir.checkpoints()):
+        try:
+            return path, read_checkpoint(path)[1]
+        except UserError as err:
+            print(f"warning: skipping checkpoint {path.name}: {err}", file=sys.stderr)
+    return None, None
+
+
 class _StopFlag:
     """SIGTERM / SIGINT end the loop at the next step boundary, after a checkpoint."""
 
@@ -104,6 +120,10 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a
     checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint."""
     tc = cfg.train
+    if run_dir.finished and run_dir.status().get("step", 0) >= tc.steps:
+        return {"step": run_dir.status()["step"], "interrupted": False, "already_finished": True}
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
     rank, local_rank, world_size = distributed.init(device)
     if device.type == "cuda":
@@ -117,10 +137,9 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2))
     amp = AMP.create(tc.precision, device.type)
     step = 0
-    ckpts = run_dir.checkpoints()
-    if ckpts:
-        _, ckpt = read_checkpoint(ckpts[-1])
-        load_nets(galip, ckpt, str(ckpts[-1]))
+    path, ckpt = latest_valid_checkpoint(run_dir, remove_partial=main)
+    if ckpt is not None:
+        load_nets(galip, ckpt, str(path))
         opt_d.load_state_dict(ckpt["optimizers"]["opt_d"])
         opt_g.load_state_dict(ckpt["optimizers"]["opt_g"])
         if amp is not None and ckpt.get("scaler"):
@@ -128,7 +147,8 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
         step = ckpt["step"]
     if main:
         run_dir.truncate_after(step)
-        run_dir.set_status("running", step=step, steps=tc.steps, world_size=world_size, error=None)
+        run_dir.set_status("running", step=step, steps=tc.steps, world_size=world_size, error=None,
+                           resumed_from=str(path.name) if path is not None else None)
     evaluate = make_evaluator(device) if (make_evaluator is not None and main) else None
     sync = distributed.sync_grads if world_size > 1 else None
     batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size),
@@ -167,8 +187,8 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
             if main and (step % tc.log_every == 0 or step == tc.steps):
                 run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
                 run_dir.set_status("running", step=step, steps=tc.steps)
-            if step % tc.ckpt_every == 0 or step == tc.steps:
-                checkpoint()
+            # samples and metrics of a step come before its checkpoint: a kill in between resumes from an earlier
+            # checkpoint, which drops this step's records and writes them again, never half of them
             if sheet is not None and (step % tc.sample_every == 0 or step == tc.steps):
                 sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
             if make_evaluator is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.steps):
@@ -176,6 +196,8 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
                     for record in evaluate(galip, step):
                         run_dir.append(run_dir.metrics, record)
                 distributed.barrier()
+            if step % tc.ckpt_every == 0 or step == tc.steps:
+                checkpoint()
             if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
                 bar.close()
                 return {"step": step, "interrupted": True, "losses": losses}

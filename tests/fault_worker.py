@@ -1,0 +1,55 @@
+"""A training process for the fault tests: `galip-bench train` on a small smoke run, optionally stopping in the
+middle of a checkpoint write so the test can SIGKILL it there.
+
+    python fault_worker.py GRID.yaml [--pause-in-checkpoint K]
+
+With --pause-in-checkpoint K, the K-th checkpoint this process writes stops after half of its bytes reached the
+temp file: the worker creates `paused_in_checkpoint` in the working folder and sleeps until it is killed."""
+import io
+import sys
+import time
+from pathlib import Path
+
+OVERRIDES = ["train.steps=40", "train.batch_size=4", "train.ckpt_every=4", "train.keep_ckpts=2", "train.log_every=1",
+             "train.eval_every=20", "train.sample_every=20", "data.num_train=48", "data.num_test=16",
+             "eval.num_samples=16", "eval.batch_size=8"]
+GRID = "name: fault\nprofile: smoke\nvariants: [{name: full}]\neval: {protocols: [clip_score_galip, fid_galip]}\n"
+MARKER = "paused_in_checkpoint"
+
+
+def pause_in_checkpoint(k: int) -> None:
+    import torch
+    real_save, count = torch.save, [0]
+
+    def half_then_sleep(obj, f, *args, **kwargs):
+        if not _writes_checkpoint(obj):
+            return real_save(obj, f, *args, **kwargs)
+        count[0] += 1
+        if count[0] < k:
+            return real_save(obj, f, *args, **kwargs)
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        data = buf.getvalue()
+        f.write(data[: len(data) // 2])
+        f.flush()
+        Path(MARKER).write_text(str(count[0]))
+        while True:
+            time.sleep(1)
+
+    torch.save = half_then_sleep
+
+
+def _writes_checkpoint(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == "galip-bench"
+
+
+def main(argv) -> int:
+    grid = argv[0]
+    if "--pause-in-checkpoint" in argv:
+        pause_in_checkpoint(int(argv[argv.index("--pause-in-checkpoint") + 1]))
+    from galip_bench.cli import main as cli
+    return cli(["train", grid] + [a for o in OVERRIDES for a in ("--set", o)])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
