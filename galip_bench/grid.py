@@ -61,6 +61,8 @@ def run_id_of(conf) -> str:
 
 
 def _variants(raw: dict, path: Path) -> list:
+    if "variants" in raw and not raw["variants"]:
+        raise UserError(f"{path}: `variants` is empty: list at least one, or leave the key out for a single run")
     variants = raw.get("variants") or [{"name": "default", "overrides": {}}]
     out = []
     for i, v in enumerate(variants):
@@ -88,6 +90,8 @@ def _grid_points(raw: dict, path: Path) -> list:
 def load_grid(path, profile: str = None, overrides=None) -> Grid:
     path = Path(path)
     raw = OmegaConf.to_container(read_yaml(path), resolve=False)
+    if not raw:
+        raise UserError(f"{path}: the grid is empty (expected name, base, variants, grid, seeds, ...)")
     unknown = set(raw) - GRID_KEYS
     if unknown:
         raise UserError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(GRID_KEYS))})")

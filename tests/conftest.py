@@ -12,6 +12,8 @@ def pytest_collection_modifyitems(config, items):
     from slurm_cluster import cluster_available
 
     ok, why = cluster_available()
+    if not ok and os.environ.get("GALIP_BENCH_REQUIRE_SLURM") == "1":  # CI: a missing cluster is a failure
+        raise pytest.UsageError(f"GALIP_BENCH_REQUIRE_SLURM=1 but no SLURM cluster: {why}")
     if not ok:
         for item in slurm_items:
             item.add_marker(pytest.mark.skip(reason=f"no SLURM cluster: {why}"))

@@ -111,9 +111,9 @@ def test_sigkill_at_random_points_always_resumes(tmp_path, monkeypatch):
             proc = start_worker(folder, PAUSE_TRIALS[trial])
             assert wait_until(lambda: (folder / MARKER).exists(), proc), f"{label}: no checkpoint write reached"
             kind = "in_checkpoint_write"
-        else:  # 1-4 steps after the resume, at a random moment within a step (D/G update, eval, sample, save)
+        else:  # 2-5 steps after the resume (so at most one checkpoint further), at a random moment within a step
             proc = start_worker(folder)
-            target = rng.randint(1, 4)
+            target = rng.randint(2, 5)
             wait_until(lambda: own_status(folder, proc).get("step", -1) >= resumed_at + target, proc)
             time.sleep(rng.uniform(0, 1.5 * reference["step_s"]))
             kind = "random"

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import submitit
 
-from slurm_cluster import cluster_available
 
-_ok, _why = cluster_available()
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _ok, reason=f"no SLURM cluster: {_why}")]
+pytestmark = pytest.mark.slurm  # skipped by conftest.py without a reachable cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}
 

@@ -1,0 +1,81 @@
+"""Bad input through the CLI: one clear line on stderr, exit code 2, and nothing written under runs/."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from galip_bench.cli import main
+
+SMOKE_GRID = "name: g\nprofile: smoke\nvariants: [{name: full}]\n"
+CASES = {
+    # name: (grid file text, extra arguments, words the error line must contain)
+    "malformed_yaml": ("name: g\nvariants: [{name: full\n", [], ["not valid YAML"]),
+    "unknown_key": ("name: g\nprofile: smoke\nbase: {train: {stepz: 5}}\n", [], ["stepz"]),
+    "unknown_top_level_key": ("name: g\nvariant: [{name: full}]\n", [], ["unknown top-level key 'variant'"]),
+    "wrong_type": ("name: g\nprofile: smoke\nbase: {train: {steps: many}}\n", [], ["train.steps", "many"]),
+    "wrong_type_on_command_line": (SMOKE_GRID, ["--set", "train.batch_size=big"], ["train.batch_size"]),
+    "missing_data_root": (SMOKE_GRID, ["--set", "data.kind=cub", "--set", "data.root=/nonexistent/birds"],
+                          ["/nonexistent/birds", "not found"]),
+    "missing_clip_weights": (SMOKE_GRID, ["--set", "model.clip.model=ViT-B-32",
+                                          "--set", "model.clip.pretrained=/nonexistent/ViT-B-32.pt"],
+                             ["/nonexistent/ViT-B-32.pt", "not found"]),
+    "missing_metric_weights": (SMOKE_GRID + "eval: {protocols: [fid_galip]}\n", ["--set", "eval.extractor=default"],
+                               ["inception_v3_google-0cc3c7bd.pth", "fid_galip"]),
+    "empty_grid_file": ("", [], ["empty"]),
+    "empty_variants": ("name: g\nprofile: smoke\nvariants: []\n", [], ["variants", "empty"]),
+    "empty_seeds": (SMOKE_GRID + "seeds: []\n", [], ["seeds"]),
+    "empty_grid_axis": (SMOKE_GRID + "grid: {model.bridge: []}\n", [], ["model.bridge", "non-empty"]),
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached metric weights are found
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    (tmp_path / "bench.yaml").write_text("paths: {weights: weights, runs: runs, cache: cache}\n")
+    return tmp_path
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_bad_grid_input_is_one_line_and_exit_2(workdir, capsys, case, command):
+    text, extra, words = CASES[case]
+    (workdir / "grid.yaml").write_text(text)
+    assert main([command, "grid.yaml"] + extra) == 2
+    line = one_error_line(capsys)
+    for word in words:
+        assert word in line, line
+    assert not (workdir / "runs").exists(), "nothing may be written under runs/"
+
+
+def test_corrupt_checkpoint_is_one_line_and_exit_2(workdir, capsys):
+    good = {"format": "galip-bench", "format_version": 1, "nets": {}, "step": 3}
+    torch.save(good, workdir / "full.pt")
+    data = (workdir / "full.pt").read_bytes()
+    (workdir / "corrupt.pt").write_bytes(data[: len(data) // 2])  # a copy cut off mid-transfer
+    (workdir / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 8}\n")
+    for argv in (["eval", "--checkpoint", "corrupt.pt", "--data", "data.yaml", "--extractor", "tiny"],
+                 ["convert", "corrupt.pt", "out.pth"]):
+        assert main(argv) == 2, argv
+        line = one_error_line(capsys)
+        assert "corrupt.pt" in line and "corrupt or incomplete" in line, line
+    assert not (workdir / "runs").exists() and not (workdir / "out.pth").exists()
+
+
+def test_the_installed_entry_point_exits_2_with_one_line(workdir):
+    (workdir / "grid.yaml").write_text(CASES["unknown_key"][0])
+    p = subprocess.run([sys.executable, "-m", "galip_bench", "run", "grid.yaml"], cwd=workdir, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "stepz" in p.stderr, p.stderr
+    assert not (workdir / "runs").exists()
