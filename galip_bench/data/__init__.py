@@ -15,7 +15,7 @@ from galip_bench.data.config import DataConfig
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 
-__all__ = ["DataConfig", "build_dataset", "reference_images", "legacy_stats_path", "tokenize", "dataset_id"]
+__all__ = ["DataConfig", "build_dataset", "shard_pattern", "require_root", "reference_images", "legacy_stats_path", "tokenize", "dataset_id"]
 KINDS = ("synthetic", "cub", "coco", "captions", "webdataset")
 SPLITS = ("train", "test")
 
@@ -30,14 +30,10 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
         return SyntheticShapes(cfg.size, cfg.num_train if split == "train" else cfg.num_test, split, cfg.seed)
     if cfg.kind == "webdataset":
         from galip_bench.data.shards import ShardStream
-        pattern = cfg.test_shards if (split == "test" and cfg.test_shards) else cfg.shards
-        if not pattern:
-            raise UserError("data.kind=webdataset needs data.shards, e.g. 'cc12m/{00000..01242}.tar'")
-        return ShardStream(pattern, cfg.size, train, rank, world_size)
+        return ShardStream(shard_pattern(cfg, split), cfg.size, train, rank, world_size)
     from galip_bench.data import layouts
     from galip_bench.data.captioned import CaptionedImages
-    if cfg.kind in ("cub", "coco", "captions") and not cfg.root and not cfg.manifest:
-        raise UserError(f"data.kind={cfg.kind} needs data.root (the dataset folder)")
+    require_root(cfg)
     if cfg.kind == "cub":
         entries = layouts.cub_entries(cfg.root, split)
     elif cfg.kind == "coco":
@@ -50,6 +46,19 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
     if not entries:
         raise UserError(f"data.kind={cfg.kind} at {cfg.root or cfg.manifest}: the {split} split is empty")
     return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.captions_per_image, cfg.seed)
+
+
+def shard_pattern(cfg: DataConfig, split: str) -> str:
+    """The webdataset shard pattern of a split (test_shards for the test split when set)."""
+    pattern = cfg.test_shards if (split == "test" and cfg.test_shards) else cfg.shards
+    if not pattern:
+        raise UserError("data.kind=webdataset needs data.shards, e.g. 'cc12m/{00000..01242}.tar'")
+    return pattern
+
+
+def require_root(cfg: DataConfig) -> None:
+    if cfg.kind in ("cub", "coco", "captions") and not cfg.root and not cfg.manifest:
+        raise UserError(f"data.kind={cfg.kind} needs data.root (the dataset folder)")
 
 
 def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int] = None) -> Iterator[torch.Tensor]:

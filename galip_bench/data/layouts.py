@@ -10,6 +10,7 @@ from galip_bench.data.captioned import Entry
 from galip_bench.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+CAPTION_FOLDER = "a folder of images with same-named .txt caption files"
 
 
 def require_dir(path, what: str) -> Path:
@@ -19,12 +20,31 @@ def require_dir(path, what: str) -> Path:
     return path
 
 
-def read_split(root: Path, split: str) -> list:
-    """ROOT/{train,test}/filenames.pickle: the keys of a split (GALIP / DF-GAN data releases)."""
-    path = root / split / "filenames.pickle"
+def split_file(root: Path, split: str) -> Path:
+    """ROOT/{train,test}/filenames.pickle, which must exist."""
+    path = Path(root) / split / "filenames.pickle"
     if not path.is_file():
         raise UserError(f"split file {path} not found: expected a pickled list of keys "
                         "(from the GALIP/DF-GAN birds.zip or coco.zip metadata)")
+    return path
+
+
+def cub_folders(root) -> tuple:
+    """(ROOT, ROOT/CUB_200_2011), both of which must exist."""
+    root = require_dir(root, "the CUB data root (CUB_200_2011/, text/, train/, test/)")
+    return root, require_dir(root / "CUB_200_2011", "the CUB_200_2011 folder from Caltech")
+
+
+def coco_folder(root) -> Path:
+    """ROOT, which must hold images/."""
+    root = require_dir(root, "the COCO data root (images/, text/, train/, test/)")
+    require_dir(root / "images", "COCO 2014 images as images/<key>.jpg or images/{train2014,val2014}/jpg/<key>.jpg")
+    return root
+
+
+def read_split(root: Path, split: str) -> list:
+    """ROOT/{train,test}/filenames.pickle: the keys of a split (GALIP / DF-GAN data releases)."""
+    path = split_file(root, split)
     with open(path, "rb") as f:
         try:
             keys = pickle.load(f, encoding="latin1")
@@ -45,8 +65,7 @@ def read_captions(path: Path) -> list:
 
 def cub_entries(root, split: str) -> list:
     """ROOT/CUB_200_2011/{images/<class>/<name>.jpg, images.txt, bounding_boxes.txt}, ROOT/text/<class>/<name>.txt."""
-    root = require_dir(root, "the CUB data root (CUB_200_2011/, text/, train/, test/)")
-    cub = require_dir(root / "CUB_200_2011", "the CUB_200_2011 folder from Caltech")
+    root, cub = cub_folders(root)
     for name in ("images.txt", "bounding_boxes.txt"):
         if not (cub / name).is_file():
             raise UserError(f"{cub / name} not found: it ships with CUB_200_2011")
@@ -76,8 +95,7 @@ def coco_image_path(root: Path, key: str) -> Path:
 
 
 def coco_entries(root, split: str) -> list:
-    root = require_dir(root, "the COCO data root (images/, text/, train/, test/)")
-    require_dir(root / "images", "COCO 2014 images as images/<key>.jpg or images/{train2014,val2014}/jpg/<key>.jpg")
+    root = coco_folder(root)
     return [Entry(key, str(coco_image_path(root, key)), read_captions(root / "text" / f"{key}.txt"))
             for key in read_split(root, split)]
 
@@ -88,12 +106,17 @@ def _in_split(key: str, split: str, explicit) -> bool:
     return (zlib.crc32(key.encode()) % 10 == 0) == (split == "test")  # a fixed 90/10 split by key
 
 
-def manifest_entries(manifest, root, split: str) -> list:
-    """A JSONL ({"image": path, "caption": str | "captions": [...], "split"?}) or CSV (image, caption[, split])
-    manifest; relative image paths are relative to `root` (or the manifest's folder)."""
+def require_manifest(manifest) -> Path:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise UserError(f"manifest {manifest} not found: expected a JSONL or CSV file of (image, caption)")
+    return manifest
+
+
+def manifest_entries(manifest, root, split: str) -> list:
+    """A JSONL ({"image": path, "caption": str | "captions": [...], "split"?}) or CSV (image, caption[, split])
+    manifest; relative image paths are relative to `root` (or the manifest's folder)."""
+    manifest = require_manifest(manifest)
     base = Path(root) if root else manifest.parent
     if manifest.suffix == ".csv":
         with open(manifest, newline="", encoding="utf-8") as f:
@@ -120,7 +143,7 @@ def manifest_entries(manifest, root, split: str) -> list:
 
 def folder_entries(root, split: str) -> list:
     """A folder of images with same-named .txt caption files (one caption per line)."""
-    root = require_dir(root, "a folder of images with same-named .txt caption files")
+    root = require_dir(root, CAPTION_FOLDER)
     entries = []
     for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         key = str(image.relative_to(root).with_suffix(""))

@@ -1,7 +1,6 @@
 """img2dataset-style tar shards (NNNNN.jpg + NNNNN.txt) streamed through the `webdataset` package."""
 from pathlib import Path
 
-from braceexpand import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 
 from galip_bench.data.images import image_transform
@@ -9,7 +8,14 @@ from galip_bench.data.tokens import tokenize_one
 from galip_bench.errors import UserError
 
 
+NEEDS_WEBDATASET = "data.kind=webdataset needs the webdataset package: pip install 'galip-bench[webdataset]'"
+
+
 def expand_shards(pattern: str) -> list:
+    try:
+        from braceexpand import braceexpand  # installed with webdataset
+    except ImportError:
+        raise UserError(NEEDS_WEBDATASET) from None
     urls = list(braceexpand(pattern))
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
     missing = [u for u in local if not Path(u).is_file()]
@@ -38,7 +44,7 @@ class ShardStream(IterableDataset):
         try:
             import webdataset as wds
         except ImportError:
-            raise UserError("data.kind=webdataset needs the webdataset package: pip install 'galip-bench[webdataset]'")
+            raise UserError(NEEDS_WEBDATASET) from None
         stream = wds.WebDataset(self._my_urls(), shardshuffle=False, empty_check=False).decode("pil")
         for sample in stream:
             image = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)

@@ -120,8 +120,9 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a
     checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint."""
     tc = cfg.train
-    if run_dir.finished and run_dir.status().get("step", 0) >= tc.steps:
-        return {"step": run_dir.status()["step"], "interrupted": False, "already_finished": True}
+    status = run_dir.status()
+    if status.get("state") == "finished" and status.get("step", 0) >= tc.steps:
+        return {"step": status["step"], "interrupted": False, "already_finished": True}
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
