@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from galip_bench.config import dotlist, merge_onto, read_yaml, to_object
 from galip_bench.errors import UserError
 from galip_bench.profiles import PROFILES
-from galip_bench.schema import RunConfig
+from galip_bench.schema import RunConfig, resolve_run_config
 
 GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile"}
 
@@ -120,6 +120,8 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
                 config.model.validate()
             except ValueError as err:
                 raise UserError(f"{source}: {err}") from None
+            config = resolve_run_config(config, source)
+            conf = OmegaConf.structured(config)  # what follows from other settings (data sizes) is written out
             rid = run_id_of(conf)
             if rid in seen:
                 raise UserError(f"{path}: runs '{seen[rid]}' and '{run_name}' (seed {seed}) resolve to the same config")

@@ -27,7 +27,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         import torch
 
-        from galip_bench.evaluate import Evaluator
+        from galip_bench.evaluation.driver import Evaluator
         from galip_bench.train.loop import train_run
 
         # torch starts one thread per core of the machine; jobs sharing it (a SLURM node without CPU binding,
@@ -42,7 +42,8 @@ class RunJob(submitit.helpers.Checkpointable):
         run_dir = RunDir(self.run_path)
         make_evaluator = None
         if cfg.eval.protocols:
-            make_evaluator = lambda device: Evaluator(cfg, site, device, self.allow_download, self.progress)  # noqa
+            make_evaluator = lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device,  # noqa
+                                                      self.allow_download, self.progress)
         try:
             out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache)
         except BaseException as err:
@@ -103,7 +104,7 @@ def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
             continue
         run_dir.write_config(run.conf)
         run_dir.set_status("pending", variant=run.name, seed=run.seed, steps=run.config.train.steps,
-                           executor=site.executor)
+                           epochs=run.config.train.epochs, executor=site.executor)
         todo.append(run)
     return todo, done
 

@@ -6,7 +6,8 @@ from galip_bench.data import require_root, shard_pattern
 from galip_bench.data.config import DataConfig
 from galip_bench.data.layouts import CAPTION_FOLDER, coco_folder, cub_folders, require_dir, require_manifest, split_file
 from galip_bench.errors import UserError
-from galip_bench.metrics.registry import get_protocol
+from galip_bench.evaluation.driver import preview
+from galip_bench.evaluation.protocols import protocol_class
 from galip_bench.metrics.weights import resolve_weights
 
 
@@ -30,16 +31,18 @@ def check_data(cfg: DataConfig, split: str) -> None:
 
 
 def check_run(cfg, site, allow_download: bool = False) -> None:
-    """Raise a UserError naming the first missing input of one run (a RunConfig)."""
+    """Raise a UserError naming the first missing input of one run (a RunConfig), or an evaluation plan that cannot
+    run (too few samples for FID, required statistics missing)."""
     check_data(cfg.data, "train")
     if cfg.eval.protocols:
         check_data(cfg.eval.data or cfg.data, "test")
     check_clip_weights(cfg.model.clip)
-    if cfg.eval.extractor == "tiny" or allow_download:
-        return
-    for name in cfg.eval.protocols:
-        for weights in get_protocol(name).weights_needed():
-            resolve_weights(weights, site.paths.weights, name)
+    if cfg.eval.extractor != "tiny" and not allow_download:
+        for name in cfg.eval.protocols:
+            for weights in protocol_class(name).weights_needed():
+                resolve_weights(weights, site.paths.weights, name)
+    if cfg.eval.protocols:
+        preview(cfg.eval, cfg.eval.data or cfg.data)
 
 
 def check_grid(grid, site, allow_download: bool = False) -> None:

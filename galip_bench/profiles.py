@@ -10,11 +10,13 @@ SMOKE = {
     },
     "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
     "train": {
-        "steps": 120, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32", "threads": 1,
+        "steps": 120, "epochs": None, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32", "threads": 1,
         "ckpt_every": 40, "keep_ckpts": 2, "log_every": 20, "sample_every": 60, "eval_every": 60,
         "num_sample_images": 8,
     },
-    "eval": {"num_samples": 128, "batch_size": 64, "extractor": "tiny"},
+    # the official test-loop plan (one pass over the 128 test scenes in batches of 64) with the tiny extractors
+    "eval": {"num_samples": None, "passes": None, "batch_size": 64, "extractor": "tiny", "reference": "auto",
+             "data": None},
 }
 
 PROFILES = {"smoke": SMOKE}

@@ -1,35 +1,17 @@
 """Regression gate: compare a checkpoint's metric records with a baseline's, under exactly the same protocol settings.
 
 The verdict logic is pure (`compare`): records old/new + tolerances -> rows and an exit code (0 ok, 1 regressed).
-`evaluate_checkpoint` runs the same evaluation as `galip-bench eval` (its `load_model` and the `Evaluator`).
+Each metric's direction and the settings that must agree come from its protocol spec (`evaluation.protocols`).
 """
 import math
 import time
-from argparse import Namespace
 from pathlib import Path
 
 from galip_bench.errors import UserError
+from galip_bench.evaluation.protocols import PROTOCOLS, direction, metric_direction
 
-BASELINE_FORMAT = 1
-LOWER_IS_BETTER = ("fid", "kid", "zs_fid", "latency")
-HIGHER_IS_BETTER = ("clip_score", "throughput")
-NOT_GATED_SUFFIXES = ("_std", "_batch")
-NOT_GATED = ("repeats", "warmup")
-SPEED_PREFIXES = ("latency", "throughput")
-# settings keys that must agree between baseline and new records (everything a protocol's number depends on)
-SETTINGS_KEYS = ("protocol", "num_samples", "seed", "captions_per_image", "batch_size", "resize", "extractor",
-                 "weights", "reference", "options")
-
-
-def direction(metric: str):
-    """-1: lower is better, +1: higher is better, None: informational (not gated)."""
-    if metric in NOT_GATED or metric.endswith(NOT_GATED_SUFFIXES):
-        return None
-    if metric.startswith(LOWER_IS_BETTER):
-        return -1
-    if metric.startswith(HIGHER_IS_BETTER):
-        return +1
-    return None
+BASELINE_FORMAT = 2
+SPEED_PROTOCOLS = ("speed",)
 
 
 def parse_tolerances(text) -> dict:
@@ -49,7 +31,7 @@ def parse_tolerances(text) -> dict:
             amount = float(raw)
         except ValueError:
             raise UserError(f"tolerance {item!r}: {value!r} is not a number (e.g. +0.3, -0.002, +10%)") from None
-        sign = direction(name)
+        sign = metric_direction(name)
         if raw.startswith(("+", "-")) and sign is not None and amount != 0 and (amount > 0) != (sign < 0):
             worse = "+" if sign < 0 else "-"
             raise UserError(f"tolerance {item!r}: {name} is {'lower' if sign < 0 else 'higher'}-is-better, so its "
@@ -58,10 +40,10 @@ def parse_tolerances(text) -> dict:
     return out
 
 
-def default_tolerance(metric: str):
+def default_tolerance(protocol: str):
     """Quality metrics: 0 (the same checkpoint under the same settings reproduces its numbers exactly on the same
     device). Speed metrics: 10% (timings are noisy); pass a tolerance to tighten or loosen either."""
-    if metric.startswith(SPEED_PREFIXES):
+    if protocol in SPEED_PROTOCOLS:
         return (10.0, True)
     return (0.0, False)
 
@@ -79,10 +61,11 @@ def index_records(records) -> dict:
 
 
 def settings_differences(old: dict, new: dict) -> list:
-    """Human-readable differences between two records' protocol settings (and datasets)."""
+    """Human-readable differences between two records' gated protocol settings (and datasets)."""
     diffs = []
     so, sn = old.get("settings") or {}, new.get("settings") or {}
-    for k in SETTINGS_KEYS:
+    cls = PROTOCOLS.get(old["protocol"])
+    for k in (cls.gated if cls is not None else sorted(set(so) | set(sn))):
         if so.get(k) != sn.get(k):
             diffs.append(f"{k}: baseline {so.get(k)!r} vs new {sn.get(k)!r}")
     if old.get("dataset") and new.get("dataset") and old["dataset"] != new["dataset"]:
@@ -121,11 +104,11 @@ def compare(old_records, new_records, tolerances=None, protocols=None) -> tuple:
         old = {k: v for k, v in old.items() if k[0] in protocols}
     rows, failed = [], False
     for (proto, metric), rec in sorted(old.items()):
-        sign = direction(metric)
-        amount, relative = tolerances.get(metric, tolerances.get(proto, default_tolerance(metric)))
-        old_v = float(rec["value"])
+        sign = direction(proto, metric)
+        amount, relative = tolerances.get(metric, tolerances.get(proto, default_tolerance(proto)))
+        old_v = _value(rec)
         new_rec = new.get((proto, metric))
-        new_v = float(new_rec["value"]) if new_rec is not None else math.nan
+        new_v = _value(new_rec) if new_rec is not None else math.nan
         delta = new_v - old_v
         allowed = amount * abs(old_v) / 100.0 if relative else amount
         if sign is None:
@@ -141,6 +124,11 @@ def compare(old_records, new_records, tolerances=None, protocols=None) -> tuple:
                      "tolerance": tol_text, "allowed": allowed if sign is not None else None,
                      "better": {-1: "lower", 1: "higher"}.get(sign), "verdict": verdict})
     return rows, int(failed)
+
+
+def _value(record) -> float:
+    """A record's value; a metric that failed (value null, with its error) is NaN."""
+    return math.nan if record.get("value") is None else float(record["value"])
 
 
 def format_table(rows) -> str:
@@ -185,38 +173,14 @@ def read_baseline(path) -> dict:
 
 
 def eval_settings_from_records(records) -> dict:
-    """The eval options (protocols, num, batch, seed, extractor) that produced a list of records."""
-    from galip_bench.evaluate import TINY_CLIP, TINY_FEATURES
+    """The eval options (protocols, plan, seed, extractor, reference) that produced a list of records."""
     protos = list(dict.fromkeys(r["protocol"] for r in records))
     quality = [r for r in records if r["protocol"] != "speed" and r.get("settings")]
-    first = quality[0]["settings"] if quality else (records[0].get("settings") or {})
-    tiny = any((r.get("settings") or {}).get("extractor") in (TINY_FEATURES, TINY_CLIP) for r in records)
-    return {"protocols": protos, "num_samples": first.get("num_samples"), "batch_size": first.get("batch_size", 100),
-            "seed": first.get("seed", 0), "extractor": "tiny" if tiny else "default"}
-
-
-def evaluate_checkpoint(checkpoint, data_cfg, eval_cfg, bench=None, device="auto", model_config=None,
-                        overrides=(), clip_weights=None, allow_download=False, progress=True) -> list:
-    """Records of `checkpoint` evaluated exactly like `galip-bench eval` (same model loading, same Evaluator)."""
-    from galip_bench.commands.eval import load_model
-    from galip_bench.evaluate import Evaluator, make_protocols
-    from galip_bench.metrics.weights import file_sha256
-    from galip_bench.provenance import git_commit, library_versions
-    from galip_bench.schema import RunConfig
-    from galip_bench.site import load_site
-    from galip_bench.train.loop import resolve_device
-
-    device = resolve_device(device)
-    site = load_site(bench)
-    make_protocols(eval_cfg.protocols, eval_cfg)
-    args = Namespace(checkpoint=str(checkpoint), model_config=model_config, overrides=list(overrides or []),
-                     clip_weights=clip_weights)
-    galip, kind, step = load_model(args, device)
-    evaluator = Evaluator(RunConfig(model=galip.cfg, data=data_cfg, eval=eval_cfg), site, device, allow_download,
-                          progress=progress)
-    t0 = time.time()
-    records = evaluator(galip, step) + evaluator.measure_speed(galip)
-    context = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
-               "checkpoint_format": kind, "versions": library_versions(), "commit": git_commit(Path(__file__).parent),
-               "device": str(device), "wall_s": time.time() - t0}
-    return [{**r, **context} for r in records]
+    s = quality[0]["settings"] if quality else {}
+    plan = s.get("plan")
+    return {"protocols": protos, "num_samples": s.get("plan_num_samples") if plan in ("fixed", "distinct") else None,
+            "passes": s.get("passes") if plan == "official" else None, "seed": s.get("seed", 0),
+            "batch_size": 64, "extractor": "tiny" if s.get("smoke") else "default",
+            "reference": "split" if any(str(r["settings"].get("reference", "")).startswith("split") and
+                                        getattr(PROTOCOLS.get(r["protocol"]), "reference_source", None) == "galip"
+                                        for r in quality) else "auto"}

@@ -17,6 +17,14 @@ class CheckpointMismatch(ValueError):
     """A state_dict does not fit the model config; the message names the first mismatching key."""
 
 
+class ClipWeightsMismatch(CheckpointMismatch):
+    """An official checkpoint's netG carries other CLIP-ViT weights than the CLIP in use."""
+
+
+# relative to each tensor's largest magnitude: fp16 storage of the same weights differs by at most 2^-11 (~4.9e-4)
+CLIP_WEIGHTS_RTOL = 1e-3
+
+
 def _strip_module_prefix(sd: dict) -> dict:
     """DDP-wrapped official runs save keys as 'module.<key>'."""
     if sd and all(k.startswith("module.") for k in sd):
@@ -68,9 +76,11 @@ class GALIP(nn.Module):
         return images, emb
 
     # official checkpoints -----------------------------------------------------------------------------------
-    def load_official(self, ckpt: dict) -> None:
+    def load_official(self, ckpt: dict, check_clip: bool = True) -> None:
         """Load {'model': {'netG','netD','netC'}} as saved by the official code, or the three dicts.
-        netG's mapping.CLIP_ViT.* entries are copies of the frozen CLIP and are checked for shape only."""
+        netG's mapping.CLIP_ViT.* entries are copies of the frozen CLIP the checkpoint was trained with: their
+        shapes must fit and, unless check_clip=False, their values must equal the CLIP in use (ClipWeightsMismatch
+        names the tensor that differs most), since other CLIP weights change every generated image."""
         nets = ckpt.get("model", ckpt)
         state = {}
         for name in NETS:
@@ -79,21 +89,33 @@ class GALIP(nn.Module):
             sd = _strip_module_prefix(nets[name])
             if name == "netG":
                 self._check_clip_vit({k[len(CLIP_VIT_PREFIX):]: v for k, v in sd.items()
-                                      if k.startswith(CLIP_VIT_PREFIX)})
+                                      if k.startswith(CLIP_VIT_PREFIX)}, check_clip)
                 sd = {k: v for k, v in sd.items() if not k.startswith(CLIP_VIT_PREFIX)}
             check_state_dict(getattr(self, name), sd, name)
             state[name] = sd
         for name in NETS:
             getattr(self, name).load_state_dict(state[name])
 
-    def _check_clip_vit(self, sd: dict) -> None:
+    def _check_clip_vit(self, sd: dict, compare_values: bool = True) -> None:
         if not self.cfg.g_clip_vit:
             return
         own = self.clip.visual_state_dict_official()
+        worst = (0.0, 0.0, "")  # (relative, absolute, key)
         for key, value in own.items():
-            if key in sd and tuple(sd[key].shape) != tuple(value.shape):
+            if key not in sd:
+                continue
+            if tuple(sd[key].shape) != tuple(value.shape):
                 raise CheckpointMismatch(f"netG: key '{CLIP_VIT_PREFIX}{key}' has shape {tuple(sd[key].shape)}, "
                                          f"the CLIP in use has {tuple(value.shape)}")
+            if compare_values:
+                ours, theirs = value.detach().float().cpu(), sd[key].detach().float().cpu()
+                diff = float((ours - theirs).abs().max()) if ours.numel() else 0.0
+                rel = diff / max(float(ours.abs().max()) if ours.numel() else 0.0, 1e-12)
+                worst = max(worst, (rel, diff, key))
+        if worst[0] > CLIP_WEIGHTS_RTOL:
+            raise ClipWeightsMismatch(
+                f"netG: '{CLIP_VIT_PREFIX}{worst[2]}' differs from the CLIP weights in use by up to {worst[1]:.3g} "
+                f"({worst[0]:.1%} of the tensor's largest value): the checkpoint was trained with another CLIP")
 
     def export_official(self) -> dict:
         """The reverse of load_official: {'model': {'netG','netD','netC'}} with the official keys."""

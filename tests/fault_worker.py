@@ -12,7 +12,7 @@ from pathlib import Path
 
 OVERRIDES = ["train.steps=40", "train.batch_size=4", "train.ckpt_every=4", "train.keep_ckpts=2", "train.log_every=1",
              "train.eval_every=20", "train.sample_every=20", "data.num_train=48", "data.num_test=16",
-             "eval.num_samples=16", "eval.batch_size=8"]
+             "eval.num_samples=72", "eval.batch_size=24"]
 GRID = "name: fault\nprofile: smoke\nvariants: [{name: full}]\neval: {protocols: [clip_score_galip, fid_galip]}\n"
 MARKER = "paused_in_checkpoint"
 

@@ -45,7 +45,7 @@ def test_convert_official_to_ours_and_back(tmp_path, capsys):
     kind, again = read_checkpoint(back)
     assert kind == "official"
     restored = GALIP(config_of(ckpt), clip=galip.clip)
-    restored.load_official(again)
+    restored.load_official(again, check_clip=False)  # our format stores no CLIP: the way back used another one
     assert set(again["model"]["netG"]) == set(ref["netG"])  # CLIP_ViT keys included
     assert torch.equal(restored.netD.main.conv_r[0].weight, galip.netD.main.conv_r[0].weight)
 

@@ -3,7 +3,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import dataclasses
 import hashlib
 import json
 import subprocess
@@ -12,8 +11,10 @@ import textwrap
 
 import numpy as np
 
-from galip_bench.metrics import PROTOCOLS, Settings, get_protocol
+from galip_bench.evaluation import PROTOCOLS, get_protocol
+from galip_bench.evaluation.plans import SamplePlan
 from galip_bench.metrics.stats_cache import StatsCache, cache_key
+from galip_bench.metrics.weights import file_sha256
 
 
 def _changed(value):
@@ -32,28 +33,35 @@ def test_key_is_sha256_of_canonical_json():
     assert cache_key(settings) == expected == cache_key(dict(reversed(list(settings.items()))))
 
 
-def test_every_setting_changes_the_key():
-    for name in PROTOCOLS:
-        base = get_protocol(name)
-        ref = base.reference_settings("coco2014:val2014@abc")
-        keys = {cache_key(ref)}
-        for field in dataclasses.fields(Settings):
-            changed = get_protocol(name, **{field.name: _changed(getattr(base.settings, field.name))})
-            keys.add(cache_key(changed.reference_settings("coco2014:val2014@abc")))
-        keys.add(cache_key(base.reference_settings("coco2014:val2014@abd")))  # dataset identity
-        keys.add(cache_key({**ref, "weights_sha256": "0" * 64}))  # extractor weights
-        assert len(keys) == len(dataclasses.fields(Settings)) + 3, name
-    assert len({cache_key(get_protocol(n).reference_settings("d")) for n in PROTOCOLS}) == len(PROTOCOLS)
+REFERENCE_KEYS = {"protocol", "prepare", "resize", "extractor", "weights", "precision", "options", "smoke", "dataset",
+                  "weights_sha256"}
+
+
+def test_every_reference_setting_changes_the_key():
+    for name, cls in PROTOCOLS.items():
+        if cls.kind != "features":
+            continue
+        base = get_protocol(name).reference_settings("coco:test:abc", "0" * 64)
+        assert REFERENCE_KEYS <= set(base), name
+        keys = {cache_key(base)} | {cache_key({**base, k: _changed(v)}) for k, v in base.items()}
+        assert len(keys) == len(base) + 1, name
+    features = [n for n, c in PROTOCOLS.items() if c.kind == "features"]
+    assert len({cache_key(get_protocol(n).reference_settings("d")) for n in features}) == len(features)
+    # an option and the smoke substitute change the key; the generated side's plan does not (the reference
+    # statistics of a split are shared by every plan)
+    kid = get_protocol("kid").reference_settings("d")
+    assert cache_key(get_protocol("kid", options={"kid_subsets": 7}).reference_settings("d")) != cache_key(kid)
+    assert cache_key(get_protocol("kid", smoke=True).reference_settings("d")) != cache_key(kid)
+    fixed = get_protocol("kid", plan=SamplePlan("fixed", num_samples=5000)).reference_settings("d")
+    assert cache_key(fixed) == cache_key(kid)
 
 
 def test_weights_hash_enters_the_key(tmp_path):
-    class Extractor:
-        weights_path = str(tmp_path / "w.pth")
     (tmp_path / "w.pth").write_bytes(b"weights-a")
     proto = get_protocol("fid_galip")
-    key_a = cache_key(proto.reference_settings("d", Extractor()))
+    key_a = cache_key(proto.reference_settings("d", file_sha256(tmp_path / "w.pth")))
     (tmp_path / "w.pth").write_bytes(b"weights-bb")
-    assert cache_key(proto.reference_settings("d", Extractor())) != key_a
+    assert cache_key(proto.reference_settings("d", file_sha256(tmp_path / "w.pth"))) != key_a
 
 
 def test_round_trip_and_validation(tmp_path):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from galip_bench.metrics import get_protocol
+from galip_bench.evaluation import get_protocol
+from galip_bench.evaluation.plans import SamplePlan
 from galip_bench.metrics.clip_score import (ClipEmbedder, clip_score, clip_score_galip, preprocess_official,
                                             preprocess_standard)
 
@@ -41,10 +42,10 @@ def test_clip_score_galip_is_mean_of_batch_means():
     cos = _np_cos(img, txt)
     expected = np.mean([cos[0:3].mean(), cos[3:6].mean(), cos[6:7].mean()])  # uneven last batch, as GALIP's loop
     assert clip_score_galip(torch.tensor(img), torch.tensor(txt), batch_size=3) == pytest.approx(expected, rel=1e-10)
-    proto = get_protocol("clip_score_galip")
+    proto = get_protocol("clip_score_galip", plan=SamplePlan(batch=3))  # the plan's score batch, not the update size
     acc = proto.new_accumulator()
-    for i in range(0, 7, 3):
-        acc.update(torch.tensor(img[i:i + 3]), torch.tensor(txt[i:i + 3]))
+    for i in range(0, 7, 2):
+        acc.update(torch.tensor(img[i:i + 2]), torch.tensor(txt[i:i + 2]))
     assert proto.compute(acc) == pytest.approx(expected, rel=1e-10)
 
 

@@ -8,27 +8,63 @@ import pytest
 import torch
 
 from galip_bench.errors import UserError
-from galip_bench.metrics import PROTOCOLS, get_protocol
-from galip_bench.metrics.registry import select_captions
+from galip_bench.evaluation import PROTOCOLS, get_protocol
+from galip_bench.evaluation.plans import SamplePlan, select_captions
+from galip_bench.evaluation.protocols import HIGHER, LOWER, direction, metric_direction
 from galip_bench.metrics.speed import count_parameters, measure_speed
 from galip_bench.metrics.weights import WEIGHTS, format_weights_report, resolve_weights, weights_report
 
 EXPECTED = {"fid_galip", "fid", "fid_clean", "kid", "clip_score_galip", "clip_score", "fid_clip", "zs_fid_coco",
-            "speed"}
+            "zs_fid_coco_30k", "speed"}
 
 
 def test_registry_lists_every_protocol_with_its_settings():
     assert set(PROTOCOLS) == EXPECTED
-    for name in EXPECTED:
+    for name in EXPECTED - {"speed"}:
         d = get_protocol(name).settings_dict()
         assert d["protocol"] == name and d["matches"]
-        for key in ("num_samples", "seed", "captions_per_image", "resize", "extractor", "weights", "reference"):
-            assert key in d
-    assert get_protocol("fid_galip", num_samples=5000).settings.num_samples == 5000
+        for key in ("plan", "passes", "plan_batch", "seed", "prepare", "resize", "extractor", "weights", "precision",
+                    "reference", "options"):
+            assert key in d, (name, key)
+        assert PROTOCOLS[name].metrics, name
+    assert get_protocol("fid_galip", plan=SamplePlan("fixed", num_samples=5000)).settings_dict()["plan_num_samples"] == 5000
     with pytest.raises(UserError, match="unknown metric protocol"):
         get_protocol("fid_tf")
     with pytest.raises(UserError, match="num_sample"):
-        get_protocol("fid", num_sample=3)
+        get_protocol("kid", options={"num_sample": 3})
+
+
+def test_directions_come_from_the_protocol_specs():
+    assert direction("fid_galip", "fid_galip") == LOWER and direction("kid", "kid_std") is None
+    assert direction("clip_score_galip", "clip_score_galip") == HIGHER
+    assert direction("speed", "latency_ms") == LOWER and direction("speed", "throughput_img_s") == HIGHER
+    assert direction("speed", "latency_batch") is None and direction("nope", "x") is None
+    assert metric_direction("zs_fid_coco") == LOWER and metric_direction("clip_score") == HIGHER
+
+
+def test_official_plan_is_the_official_test_loop():
+    """N = floor(N_test / 64) * 64 * sample_times, one caption per image per pass (COCO 1 pass, CUB 12)."""
+    assert SamplePlan().for_dataset("coco").count(40504) == 40448
+    assert SamplePlan().for_dataset("cub").count(2933) == 2880 * 12
+    assert SamplePlan().for_dataset("synthetic").count(130) == 128
+    table = [(f"k{i}", [f"img{i} cap{j}" for j in range(5)]) for i in range(130)]
+    resolved = SamplePlan(passes=3).resolve(table)
+    assert resolved.n == 3 * 128 and resolved.images == list(range(128)) * 3
+    assert all(c.startswith(f"img{i} ") for i, c in zip(resolved.images, resolved.captions))
+    assert resolved.captions[:128] != resolved.captions[128:256]  # a new random caption per pass
+    assert SamplePlan(passes=3).resolve(table).captions == resolved.captions  # seeded
+    with pytest.raises(UserError, match="at least one batch of 64"):
+        SamplePlan(passes=1).resolve(table[:63])
+
+
+def test_plan_overrides_and_ranges():
+    assert SamplePlan().with_overrides(num_samples=500).kind == "fixed"
+    assert SamplePlan("distinct", num_samples=30000).with_overrides(num_samples=500) == SamplePlan("distinct", num_samples=500)
+    assert SamplePlan().with_overrides(passes=12).passes == 12
+    with pytest.raises(UserError, match="exclusive"):
+        SamplePlan().with_overrides(num_samples=5, passes=2)
+    with pytest.raises(UserError, match="at least 1"):
+        SamplePlan("fixed", num_samples=-3)
 
 
 def test_zero_shot_caption_choice_is_seeded_and_without_replacement():
@@ -50,7 +86,7 @@ def test_weights_resolution_order(tmp_path, monkeypatch):
     local.parent.mkdir()
     local.write_bytes(b"y")
     assert resolve_weights("inception_torchvision", tmp_path / "weights") == local  # bench.yaml path first
-    rows = weights_report(tmp_path / "weights")
+    rows = weights_report({n: c.weights_needed() for n, c in PROTOCOLS.items()}, tmp_path / "weights")
     assert {r["protocol"] for r in rows} == EXPECTED - {"speed"}
     assert "MISSING" in format_weights_report(rows) and str(local) in format_weights_report(rows)
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from galip_bench.errors import UserError
-from galip_bench.metrics import get_protocol
+from galip_bench.evaluation import get_protocol
 from galip_bench.metrics.standard import kid_from_features, to_uint8
 from galip_bench.metrics.weights import WeightsResolver
 

@@ -7,12 +7,16 @@ import pytest
 from galip_bench import regress
 from galip_bench.cli import main
 from galip_bench.errors import UserError
-from galip_bench.metrics import get_protocol
+from galip_bench.evaluation import get_protocol
+from galip_bench.evaluation.plans import SamplePlan
 
 
-def rec(proto, value, metric=None, **settings):
-    return {"step": 100, "protocol": proto, "metric": metric or proto, "value": value, "num_samples": 30000,
-            "settings": get_protocol(proto, **settings).settings_dict(), "dataset": "coco:test:abc"}
+def rec(proto, value, metric=None, num_samples=30000):
+    """A record as the driver writes it: settings serialised from the protocol that ran a fixed plan of N."""
+    p = get_protocol(proto, plan=SamplePlan("fixed", num_samples=num_samples))
+    p.ran = {"num_samples": num_samples}
+    return {"step": 100, "protocol": proto, "metric": metric or proto, "value": value, "num_samples": num_samples,
+            "settings": p.settings_dict(), "dataset": "coco:test:abc"}
 
 
 OLD = [rec("fid_galip", 5.00), rec("clip_score_galip", 0.3380), rec("kid", 0.0100), rec("kid", 0.0010, "kid_std")]
@@ -120,16 +124,16 @@ def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
     from galip_bench.checkpoint import save_checkpoint
     from helpers import tiny_galip
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 8}\n")
+    (tmp_path / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 8}\n")  # 80 > 64-d features
     a = save_checkpoint(tmp_path / "a.pt", tiny_galip(seed=1), step=3)
     b = save_checkpoint(tmp_path / "b.pt", tiny_galip(seed=2), step=3)
     assert main(["regress", "--checkpoint", str(a), "--data", "data.yaml", "--write-baseline", "base.json",
-                 "--protocols", "fid_galip,clip_score_galip", "--num", "8", "--batch", "8",
+                 "--protocols", "fid_galip,clip_score_galip", "--num", "80", "--batch", "16",
                  "--extractor", "tiny"]) == 0, capsys.readouterr().err
     base = json.loads((tmp_path / "base.json").read_text())
     assert base["baseline"] and base["data"]["num_test"] == 8
-    assert base["eval"] == {"protocols": ["fid_galip", "clip_score_galip"], "num_samples": 8, "batch_size": 8,
-                            "seed": 0, "extractor": "tiny"}
+    assert base["eval"] == {"protocols": ["fid_galip", "clip_score_galip"], "num_samples": 80, "passes": None,
+                            "batch_size": 16, "seed": 0, "extractor": "tiny", "reference": "auto"}
     # the same checkpoint, re-evaluated with the baseline's own settings, reproduces it exactly: exit 0
     assert main(["regress", "--checkpoint", str(a), "--baseline", "base.json"]) == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "regress.json").read_text())["rows"]

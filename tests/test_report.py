@@ -13,18 +13,27 @@ import yaml
 from PIL import Image
 
 from galip_bench.cli import main
-from galip_bench.metrics import get_protocol
+from galip_bench.evaluation import get_protocol
+from galip_bench.evaluation.plans import SamplePlan
 from galip_bench.report import build_report, tables
 
 HOST = os.uname().nodename
 
 
-def settings(proto, **kw):
-    return get_protocol(proto, **kw).settings_dict()
+def settings(proto, num_samples=None, npz=None):
+    """Settings as the driver records them: a fixed plan of N, or with `npz` the official plan (1 pass over
+    COCO's 40,504 test images) against that statistics file."""
+    official = npz is not None
+    plan = SamplePlan(passes=1) if official else SamplePlan("fixed", num_samples=num_samples) if num_samples else None
+    p = get_protocol(proto, plan=plan)
+    p.ran = {"num_samples": 40448 if official else num_samples}
+    if official and p.kind == "features":
+        p.reference = f"npz:{npz}"
+    return p.settings_dict()
 
 
 def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, error=None, pid=None,
-             num_samples=128, samples=True, speed=None):
+             num_samples=128, samples=True, speed=None, npz=None):
     """A run folder as the trainer writes it. values: {metric: {step: value}} (metric == protocol name)."""
     d = Path(root) / run_id
     d.mkdir(parents=True)
@@ -41,7 +50,7 @@ def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, e
     for metric, series in values.items():
         for s, v in series.items():
             lines.append({"step": s, "protocol": metric, "metric": metric, "value": v, "num_samples": num_samples,
-                          "settings": settings(metric, num_samples=num_samples, batch_size=64),
+                          "settings": settings(metric, num_samples, npz),
                           "dataset": "synthetic:test:abc", "time": 0.0, "eval_s": 0.1})
     for metric, v in (speed or {}).items():
         lines.append({"step": None, "protocol": "speed", "metric": metric, "value": v,
@@ -166,6 +175,12 @@ def test_paper_reference_file_has_the_cited_numbers():
     assert cells[("paper_table2_zeroshot", "zs_fid_coco", "paper")] == 12.54
     assert all(r["source"] and r["protocol"] in ("fid_galip", "clip_score_galip", "zs_fid_coco")
                for r in ref["references"])
+    # every published number states the official plan it was measured under (COCO 1 pass, CUB 12)
+    plans = {(r["grid"], r["protocol"]): r["settings"] for r in ref["references"]}
+    assert all(s["plan"] == "official" and s["plan_batch"] == 64 for s in plans.values())
+    assert plans[("paper_table1_cub", "fid_galip")]["passes"] == 12
+    assert plans[("paper_table1_cub", "fid_galip")]["reference"] == "npz:bird_val256_FIDK0.npz"
+    assert plans[("paper_table2_zeroshot", "zs_fid_coco")]["reference"] == "npz:coco_val256_FIDK0.npz"
     assert ref["parameters"]["netG_trainable"] == 51_830_211
     assert ref["parameters"]["netD"] == 28_706_821 and ref["parameters"]["netC"] == 2_099_200
 
@@ -174,9 +189,9 @@ def test_paper_values_only_where_the_protocol_matches(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "runs" / "paper_table1_coco"
     make_run(root, "a", "galip", 0, "finished", {"fid_galip": {160000: 6.0}, "clip_score_galip": {160000: 0.33}},
-             steps=160000, num_samples=30000)
+             steps=160000, npz="coco_val256_FIDK0.npz")
     make_run(root, "b", "galip", 1, "finished", {"fid_galip": {160000: 6.5}, "clip_score_galip": {160000: 0.34}},
-             steps=160000, num_samples=30000)
+             steps=160000, npz="coco_val256_FIDK0.npz")
     ref = tables.load_references(Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml")
     t = build_report(root, tmp_path / "out", "paper_table1_coco", references=ref)["table"]
     fid = t[t.metric == "fid_galip"].iloc[0]
@@ -187,11 +202,16 @@ def test_paper_values_only_where_the_protocol_matches(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "+0.4000" in md and "5.850" in md and "netG_trainable 51,830,211" in md
 
-    # the same grid measured with 128 samples: the published cells stay empty and the note says why
+    # the same grid measured on a fixed 30,000-sample plan, or against other statistics: the published cells stay
+    # empty and the note says why
     root2 = tmp_path / "runs2" / "paper_table1_coco"
-    make_run(root2, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, num_samples=128)
+    make_run(root2, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, num_samples=30000)
     t2 = build_report(root2, tmp_path / "out2", "paper_table1_coco", references=ref)["table"]
-    assert math.isnan(t2.iloc[0]["ref:paper"]) and "not comparable (num_samples 128 ≠ 30000)" in t2.iloc[0]["notes"]
+    assert math.isnan(t2.iloc[0]["ref:paper"]) and "not comparable (plan 'fixed' ≠ 'official')" in t2.iloc[0]["notes"]
+    root3 = tmp_path / "runs3" / "paper_table1_coco"
+    make_run(root3, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, npz="my_stats.npz")
+    t3 = build_report(root3, tmp_path / "out3", "paper_table1_coco", references=ref)["table"]
+    assert math.isnan(t3.iloc[0]["ref:paper"]) and "reference 'npz:my_stats.npz'" in t3.iloc[0]["notes"]
 
 
 def test_cli_report_by_name_writes_under_reports(grid, tmp_path, capsys):

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.slurm  # skipped by conftest.py without a reachable clu
 
 SMOKE = Path(__file__).parent.parent / "ablations" / "smoke.yaml"
 SLURM = "{partition: debug, gpus_per_node: 0, cpus_per_task: 1, mem_gb: 2, time_min: 30}"
-SMALL = ["train.steps=30", "data.num_train=64", "data.num_test=32", "eval.num_samples=32", "eval.batch_size=32"]
+SMALL = ["train.steps=30", "data.num_train=64", "data.num_test=32", "eval.num_samples=72", "eval.batch_size=36"]
 # one run long enough to be interrupted: a checkpoint every 10 steps, an evaluation every 40
 LONG_GRID = "name: long\nprofile: smoke\nvariants: [{name: full}]\neval: {protocols: [clip_score_galip]}\n"
 LONG = ["train.steps=240", "train.ckpt_every=10", "train.log_every=5", "train.eval_every=40",
-        "train.sample_every=0", "data.num_train=64", "data.num_test=32", "eval.num_samples=16", "eval.batch_size=16"]
+        "train.sample_every=0", "data.num_train=64", "data.num_test=32", "eval.num_samples=72", "eval.batch_size=36"]
 
 
 def sets(overrides) -> list:

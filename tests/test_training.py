@@ -48,7 +48,7 @@ def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID.replace("eval: {protocols: []}", "eval: {protocols: [clip_score_galip, fid_galip]}"))
-    cli = ["run", str(grid), "--executor", "debug"] + [a for o in SMALL + ["eval.num_samples=16", "eval.batch_size=8"]
+    cli = ["run", str(grid), "--executor", "debug"] + [a for o in SMALL + ["eval.num_samples=72", "eval.batch_size=24"]
                                                         for a in ("--set", o)]
     assert main(cli) == 0
     runs = list((tmp_path / "runs" / "t").glob("*/status.json"))
@@ -57,7 +57,7 @@ def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypa
     assert run_dir.status()["state"] == "finished"
     records = read_jsonl(run_dir.metrics)
     assert {r["protocol"] for r in records} == {"clip_score_galip", "fid_galip"}
-    assert all(r["step"] == 12 and r["settings"]["num_samples"] == 16 for r in records)
+    assert all(r["step"] == 12 and r["settings"]["num_samples"] == 72 for r in records)
     assert (run_dir.samples_dir / "step_00000012.png").exists()
     capsys.readouterr()
     assert main(cli) == 0

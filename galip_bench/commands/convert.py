@@ -1,10 +1,7 @@
 """`galip-bench convert IN OUT`: an official GALIP checkpoint into ours, or ours into the official layout."""
 from galip_bench.atomic import atomic_torch_save
-from galip_bench.checkpoint import config_of, load_nets, load_official_nets, read_checkpoint, save_checkpoint
-from galip_bench.clip_weights import build_clip
+from galip_bench.checkpoint import load_model, read_checkpoint, save_checkpoint
 from galip_bench.errors import UserError
-from galip_bench.modelcfg import model_config
-from models import GALIP
 
 
 def add_arguments(p):
@@ -16,7 +13,10 @@ def add_arguments(p):
                                     "(default: the paper's full GALIP)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="model override for an official input, e.g. --set model.ngf=32")
-    p.add_argument("--clip-weights", help="OpenAI CLIP weights, needed by --to-official to fill mapping.CLIP_ViT.*")
+    p.add_argument("--clip-weights", help="OpenAI CLIP weights: needed by --to-official to fill mapping.CLIP_ViT.*; "
+                                          "for an official input, checked against its mapping.CLIP_ViT.* copy")
+    p.add_argument("--allow-clip-mismatch", action="store_true",
+                   help="convert an official checkpoint whose CLIP-ViT copy differs from --clip-weights")
 
 
 def run(args) -> int:
@@ -24,25 +24,30 @@ def run(args) -> int:
     if args.to_official:
         if kind != "ours":
             raise UserError(f"{args.input} is already in the official layout")
-        cfg = config_of(ckpt, args.input)
-        if cfg.g_clip_vit and not args.clip_weights and cfg.clip.model != "tiny":
+        model_cfg = ckpt.get("model_config") or {}
+        needs_clip = model_cfg.get("g_clip_vit", True) and (model_cfg.get("clip") or {}).get("model") != "tiny"
+        if needs_clip and not args.clip_weights:
             raise UserError("--to-official needs --clip-weights PATH: the official netG stores the frozen "
                             "CLIP-ViT weights (mapping.CLIP_ViT.*)")
-        cfg.clip.pretrained = args.clip_weights or cfg.clip.pretrained
-        galip = GALIP(cfg, clip=build_clip(cfg.clip, taps=cfg.d_taps))
-        load_nets(galip, ckpt, args.input)
-        official = galip.export_official()
+        loaded = load_model(args.input, clip_weights=args.clip_weights)
+        official = loaded.galip.export_official()
         official["epoch"] = ckpt.get("extra", {}).get("epoch", 0)
         atomic_torch_save(official, args.output)
         print(f"wrote official-layout checkpoint {args.output}")
         return 0
     if kind != "official":
         raise UserError(f"{args.input} is already a galip-bench checkpoint (use --to-official for the reverse)")
-    cfg = model_config(args.config, args.overrides)
-    clip_cfg = cfg.clip if cfg.clip.model == "tiny" else type(cfg.clip)(cfg.clip.model, "random", cfg.clip.preprocess)
-    galip = GALIP(cfg, clip=build_clip(clip_cfg, taps=cfg.d_taps))  # CLIP weights are not part of our checkpoint
-    load_official_nets(galip, ckpt, args.input)
+    # our checkpoints do not store the CLIP: without --clip-weights a random-init one stands in (nothing to check)
+    loaded = load_model(args.input, model_config=args.config, overrides=args.overrides,
+                        clip_weights=args.clip_weights or _random_clip(args), allow_clip_mismatch=args.allow_clip_mismatch)
+    if loaded.galip.cfg.clip.pretrained == "random":
+        loaded.galip.cfg.clip.pretrained = None  # the stand-in is not the model's CLIP: eval asks for the weights
     extra = {"converted_from": str(args.input), "epoch": ckpt.get("epoch", 0)}
-    save_checkpoint(args.output, galip, step=0, rng={}, extra=extra)
-    print(f"wrote galip-bench checkpoint {args.output} (model config: {'paper default' if not args.config else args.config})")
+    save_checkpoint(args.output, loaded.galip, step=0, extra=extra)
+    print(f"wrote galip-bench checkpoint {args.output} (model config: {args.config or 'paper default'})")
     return 0
+
+
+def _random_clip(args):
+    from galip_bench.modelcfg import model_config
+    return None if model_config(args.config, args.overrides).clip.model == "tiny" else "random"

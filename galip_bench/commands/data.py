@@ -13,6 +13,8 @@ from galip_bench.commands.eval import data_config
 from galip_bench.config import dotlist, merge_onto, to_object
 from galip_bench.data import build_dataset, legacy_stats_path
 from galip_bench.data.config import DataConfig
+from galip_bench.schema import canvas_size
+from models import GALIPConfig
 
 
 def add_arguments(p):
@@ -39,6 +41,8 @@ def run(args) -> int:
     cfg = data_config(args.config)
     overrides = [o[len("data."):] if o.startswith("data.") else o for o in args.overrides]
     cfg = to_object(merge_onto(DataConfig, cfg, dotlist(overrides), source="--set"), "--set")
+    if cfg.size is None:  # no model here: the paper model's canvas
+        cfg.size = canvas_size(GALIPConfig().img_size)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="galip-data-"))
     shown = []
     for split in ("train", "test"):

@@ -8,8 +8,12 @@ from pathlib import Path
 
 from galip_bench import regress
 from galip_bench.atomic import atomic_write_json
-from galip_bench.commands.eval import add_model_source_arguments, data_config
+from galip_bench.commands.eval import (add_model_source_arguments, add_plan_arguments, announce, data_config,
+                                       model_source, protocol_list)
 from galip_bench.errors import UserError
+from galip_bench.evaluation.evaluate import evaluate_checkpoint
+from galip_bench.schema import EvalConfig
+from galip_bench.site import load_site
 
 
 def add_arguments(p):
@@ -25,10 +29,7 @@ def add_arguments(p):
                                        "(default fid_galip,clip_score_galip)")
     p.add_argument("--tolerance", default="", help="how much worse each metric may get, e.g. "
                                                   "fid_galip=+0.3,clip_score_galip=-0.002,latency_ms=+10%%")
-    p.add_argument("--num", type=int, help="--write-baseline: samples per protocol")
-    p.add_argument("--batch", type=int, default=100, help="--write-baseline: generation batch size")
-    p.add_argument("--seed", type=int, default=0, help="--write-baseline: seed of the noise stream")
-    p.add_argument("--extractor", choices=["default", "tiny"], default="default", help="--write-baseline only")
+    add_plan_arguments(p)  # with --write-baseline; a gate re-evaluates with the baseline's own plan
     p.add_argument("--out", default="regress.json", help="where to write the verdict JSON (default regress.json)")
     add_model_source_arguments(p)
 
@@ -39,16 +40,14 @@ def _data_from_dict(d, source):
     return to_object(merge_onto(DataConfig, d, source=source), source)
 
 
-def _protocols(text):
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
+_protocols = protocol_list
+EVAL_KEYS = ("protocols", "num_samples", "passes", "batch_size", "seed", "extractor", "reference")
 
 
 def _evaluate(args, data_cfg, eval_dict):
-    from galip_bench.schema import EvalConfig
-    eval_cfg = EvalConfig(**{k: eval_dict[k] for k in ("protocols", "num_samples", "batch_size", "seed", "extractor")})
-    return regress.evaluate_checkpoint(args.checkpoint, data_cfg, eval_cfg, bench=args.bench, device=args.device,
-                                       model_config=args.model_config, overrides=args.overrides,
-                                       clip_weights=args.clip_weights, allow_download=args.allow_download)
+    eval_cfg = EvalConfig(**{k: eval_dict[k] for k in EVAL_KEYS if k in eval_dict})
+    return evaluate_checkpoint(args.checkpoint, data_cfg, eval_cfg, load_site(args.bench), announce=announce,
+                               **model_source(args))
 
 
 def write_baseline(args) -> int:
@@ -58,7 +57,8 @@ def write_baseline(args) -> int:
         raise UserError("--write-baseline needs --data (the YAML `data:` section to evaluate on)")
     data_cfg = data_config(args.data)
     eval_dict = {"protocols": _protocols(args.protocols) or ["fid_galip", "clip_score_galip"],
-                 "num_samples": args.num, "batch_size": args.batch, "seed": args.seed, "extractor": args.extractor}
+                 "num_samples": args.num, "passes": args.passes, "batch_size": args.batch, "seed": args.seed,
+                 "extractor": args.extractor, "reference": args.reference}
     records = _evaluate(args, data_cfg, eval_dict)
     baseline = regress.make_baseline(records, dataclasses.asdict(data_cfg), eval_dict,
                                      model_config=args.model_config, overrides=list(args.overrides),
@@ -99,9 +99,9 @@ def run(args) -> int:
         else:
             raise UserError(f"{args.baseline} is a plain record list without its data config: pass --data DATA.yaml "
                             "(the data it was measured on), or re-create it with --write-baseline")
-        from galip_bench.evaluate import dataset_id
+        from galip_bench.data import dataset_id
         wanted = {r.get("dataset") for r in old_records if r.get("dataset")}
-        if wanted and dataset_id(data_cfg) not in wanted:
+        if wanted and data_cfg.size is not None and dataset_id(data_cfg) not in wanted:  # else checked after
             raise UserError(f"the data config gives dataset {dataset_id(data_cfg)} but the baseline was measured on "
                             f"{', '.join(sorted(wanted))}")
         if base.get("model_config") and not args.model_config:

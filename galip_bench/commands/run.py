@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from galip_bench import launch, results
+from galip_bench.dryrun import describe_run
 from galip_bench.grid import load_grid
 from galip_bench.preflight import check_grid
 from galip_bench.site import load_site
@@ -16,21 +17,29 @@ def add_arguments(p):
                    help="override for every run, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--force", action="store_true", help="rerun finished runs from scratch")
     p.add_argument("--no-wait", action="store_true", help="submit and return (SLURM)")
-    p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
+    p.add_argument("--dry-run", action="store_true", help="print each run's resolved data, training and evaluation "
+                                                          "plan, check the inputs, and exit")
     p.add_argument("--allow-download", action="store_true", help="let metric weights download when missing")
 
 
 def run(args) -> int:
     grid = load_grid(args.grid, args.profile, args.overrides)
     site = load_site(args.bench, grid.profile, args.executor or grid.executor)
-    check_grid(grid, site, args.allow_download)  # before anything is written under runs/ or submitted
     root = Path(site.paths.runs) / grid.name
+    if args.dry_run:  # the resolved plan first, then the input checks (which may fail: exit 2)
+        print(f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
+              + (f", profile {grid.profile}" if grid.profile else "") + f", folder {root}")
+        for r in grid.runs:
+            print(f"  {r.run_id}  {r.name}  seed {r.seed}")
+            print("\n".join(f"      {line}" for line in describe_run(r, site, grid)))
+        check_grid(grid, site, args.allow_download)
+        print("inputs: all found (data, CLIP weights, metric weights, evaluation plans)")
+        return 0
+    check_grid(grid, site, args.allow_download)  # before anything is written under runs/ or submitted
     print(f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
           + (f", profile {grid.profile}" if grid.profile else "") + f", folder {root}")
     for r in grid.runs:
         print(f"  {r.run_id}  {r.name}  seed {r.seed}")
-    if args.dry_run:
-        return 0
     summary = launch.launch(grid, site, force=args.force, allow_download=args.allow_download,
                             wait=not args.no_wait)
     if summary["skipped"]:

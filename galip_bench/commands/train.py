@@ -3,7 +3,7 @@ progress bar; the run folder is the same one `run` uses, so either command resum
 from pathlib import Path
 
 from galip_bench.errors import UserError
-from galip_bench.evaluate import Evaluator
+from galip_bench.evaluation.driver import Evaluator
 from galip_bench.grid import load_grid
 from galip_bench.preflight import check_run
 from galip_bench.rundir import RunDir
@@ -36,7 +36,10 @@ def run(args) -> int:
     run_dir = RunDir(Path(site.paths.runs) / grid.name / run_spec.run_id)
     run_dir.write_config(run_spec.conf)
     cfg = run_spec.config
-    make_evaluator = (lambda device: Evaluator(cfg, site, device, args.allow_download)) if cfg.eval.protocols else None
+    make_evaluator = None
+    if cfg.eval.protocols:
+        make_evaluator = lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device,  # noqa: E731
+                                                  args.allow_download)
     out = train_run(cfg, run_dir, make_evaluator, cache_dir=site.paths.cache)
     done = " (already finished: nothing to do)" if out.get("already_finished") else ""
     print(f"{run_spec.name} seed {run_spec.seed}: step {out['step']} in {run_dir.path}{done}")

@@ -1,4 +1,5 @@
 """`galip-bench weights`: what each metric protocol needs and what was found (nothing is downloaded)."""
+from galip_bench.evaluation.protocols import PROTOCOLS
 from galip_bench.metrics.weights import format_weights_report, weights_report
 from galip_bench.site import load_site
 
@@ -9,5 +10,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     site = load_site(args.bench)
-    print(format_weights_report(weights_report(site.paths.weights)))
+    needs = {name: cls.weights_needed() for name, cls in PROTOCOLS.items()}
+    print(format_weights_report(weights_report(needs, site.paths.weights)))
     return 0

@@ -15,9 +15,12 @@ from galip_bench.data.config import DataConfig
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 
-__all__ = ["DataConfig", "build_dataset", "shard_pattern", "require_root", "reference_images", "legacy_stats_path", "tokenize", "dataset_id"]
+__all__ = ["DataConfig", "build_dataset", "shard_pattern", "require_root", "reference_images", "legacy_stats_path",
+           "official_stats_path", "split_size", "tokenize", "dataset_id"]
 KINDS = ("synthetic", "cub", "coco", "captions", "webdataset")
 SPLITS = ("train", "test")
+# GALIP's released FID statistics of the test splits (code/cfg/coco.yml, birds.yml: `npz_path`)
+OFFICIAL_NPZ = {"coco": "npz/coco_val256_FIDK0.npz", "cub": "npz/bird_val256_FIDK0.npz"}
 
 
 def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world_size: int = 1):
@@ -25,6 +28,8 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
     augmentation and draws one random caption per access."""
     if split not in SPLITS:
         raise UserError(f"split must be one of {SPLITS}, got {split!r}")
+    if cfg.size is None:
+        raise ValueError("data.size is unresolved: resolve the run config first (schema.resolve_run_config)")
     if cfg.kind == "synthetic":
         from galip_bench.data.synthetic import SyntheticShapes
         return SyntheticShapes(cfg.size, cfg.num_train if split == "train" else cfg.num_test, split, cfg.seed)
@@ -45,7 +50,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
         raise UserError(f"unknown data.kind '{cfg.kind}' (choose from {', '.join(KINDS)})")
     if not entries:
         raise UserError(f"data.kind={cfg.kind} at {cfg.root or cfg.manifest}: the {split} split is empty")
-    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.captions_per_image, cfg.seed)
+    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.seed)
 
 
 def shard_pattern(cfg: DataConfig, split: str) -> str:
@@ -64,7 +69,7 @@ def require_root(cfg: DataConfig) -> None:
 def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int] = None) -> Iterator[torch.Tensor]:
     """The FID reference set: the test split's images in [-1,1], resized to int(size*76/64) and centre-cropped
     to size (synthetic: rendered at size), one image per image file, in batches."""
-    dataset = build_dataset(dataclasses.replace(cfg, captions_per_image="random"), "test", train=False)
+    dataset = build_dataset(cfg, "test", train=False)
     samples = iter(dataset) if isinstance(dataset, IterableDataset) else (dataset[j] for j in range(len(dataset)))
     batch = []
     for i, sample in enumerate(samples):
@@ -78,13 +83,39 @@ def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int]
         yield torch.stack(batch)
 
 
-def legacy_stats_path(cfg: DataConfig) -> Optional[str]:
-    """GALIP's precomputed FID statistics (ROOT/npz/*.npz with mu, sigma) for cub/coco, if present."""
-    if cfg.kind not in ("cub", "coco") or not cfg.root:
+def official_stats_path(cfg: DataConfig) -> Optional[str]:
+    """Where GALIP's released statistics of a cub/coco root live (ROOT/npz/<official name>), present or not."""
+    if cfg.kind not in OFFICIAL_NPZ or not cfg.root:
         return None
+    return str(Path(cfg.root) / OFFICIAL_NPZ[cfg.kind])
+
+
+def legacy_stats_path(cfg: DataConfig) -> Optional[str]:
+    """GALIP's precomputed FID statistics (mu, sigma) for cub/coco, if present: the official file name first, else
+    ROOT/npz/*.npz with val or test in its name, else any ROOT/npz/*.npz."""
+    official = official_stats_path(cfg)
+    if official is None:
+        return None
+    if Path(official).is_file():
+        return official
     files = sorted(Path(cfg.root, "npz").glob("*.npz"))
     preferred = [f for f in files if "val" in f.name or "test" in f.name]
     return str((preferred or files)[0]) if files else None
+
+
+def split_size(cfg: DataConfig, split: str) -> Optional[int]:
+    """Images in a split without decoding any (None for streamed shards): the split file's length for cub/coco."""
+    if cfg.kind == "synthetic":
+        return cfg.num_train if split == "train" else cfg.num_test
+    if cfg.kind == "webdataset":
+        return None
+    from galip_bench.data import layouts
+    require_root(cfg)
+    if cfg.kind == "cub":
+        return len(layouts.read_split(layouts.cub_folders(cfg.root)[0], split))
+    if cfg.kind == "coco":
+        return len(layouts.read_split(layouts.coco_folder(cfg.root), split))
+    return len(build_dataset(cfg, split, train=False))
 
 
 def dataset_id(cfg: DataConfig, split: str = "test") -> str:

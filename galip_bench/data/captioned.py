@@ -24,26 +24,24 @@ class CaptionedImages(Dataset):
     size: int
     train: bool
     skip_corrupt: bool = False
-    captions_per_image: str = "random"   # evaluation: "random" (seeded per image) or "all" (every pair)
     seed: int = 0
     skipped: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.transform = image_transform(self.size, self.train)
-        if not self.train and self.captions_per_image == "all":
-            self.entries = [Entry(e.key, e.path, [c] + [x for x in e.captions if x != c], e.bbox)
-                            for e in self.entries for c in e.captions]
 
     def _caption(self, entry: Entry) -> str:
         if self.train:
             return random.choice(entry.captions)  # one random caption per draw (GALIP's)
-        if self.captions_per_image == "all":
-            return entry.captions[0]
         rng = random.Random(zlib.crc32(f"{self.seed}/{entry.key}".encode()))
         return rng.choice(entry.captions)
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def caption_table(self) -> list:
+        """[(key, captions)] in split order: what evaluation plans draw from, without decoding an image."""
+        return [(e.key, list(e.captions)) for e in self.entries]
 
     def all_captions(self) -> list:
         return [c for e in self.entries for c in e.captions]

@@ -29,6 +29,13 @@ class SyntheticShapes(Dataset):
     def all_captions(self) -> list:
         return [c for i in range(self.num) for c in self.captions(self.scene(i))]
 
+    def key(self, index: int) -> str:
+        return f"synthetic/{self.split}/{index:06d}"
+
+    def caption_table(self) -> list:
+        """[(key, captions)] in index order (scenes are cheap to describe; nothing is rendered)."""
+        return [(self.key(i), self.captions(self.scene(i))) for i in range(self.num)]
+
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, SPLITS[self.split], index])
 
@@ -90,4 +97,4 @@ class SyntheticShapes(Dataset):
         captions = self.captions(scene)
         caption = captions[int(np.random.randint(len(captions)))] if self.split == "train" else captions[0]
         return {"image": image, "caption": caption, "tokens": tokenize_one(caption).clone(),
-                "key": f"synthetic/{self.split}/{index:06d}", "captions": captions}
+                "key": self.key(index), "captions": captions}

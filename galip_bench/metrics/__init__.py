@@ -1,2 +1,3 @@
-"""Metric protocols for galip-bench; see ``registry`` for the list and docs/metrics.md for what each matches."""
-from galip_bench.metrics.registry import PROTOCOLS, Protocol, Settings, get_protocol  # noqa: F401
+"""Metric implementations (FID statistics and distance, GALIP's legacy Inception, torch-fidelity / clean-fid
+extractors, CLIP scores, speed, weight files, the reference-statistics cache). The protocols that combine them into
+numbers are specs in ``galip_bench.evaluation.protocols``; docs/metrics.md lists them."""

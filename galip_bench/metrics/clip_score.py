@@ -24,18 +24,24 @@ def _cosine(img_emb, txt_emb) -> torch.Tensor:
 
 
 class ClipScoreGALIP:
-    """Accumulator: mean of batch-mean cosines (matches GALIP's ``clip_cos += calc_clip_sim(...)`` / batches)."""
+    """Accumulator of GALIP's CLIP score: the per-sample cosines are kept and averaged per score batch of
+    ``batch`` samples in generation order, then the batch means are averaged (the official ``clip_cos +=
+    calc_clip_sim(...)`` over the test batches, divided by their number). The score batch is part of the
+    protocol, independent of how many images are generated at once."""
 
-    def __init__(self):
-        self.batch_means: list[float] = []
+    def __init__(self, batch: int | None = None):
+        self.batch = batch
+        self.cosines: list[torch.Tensor] = []
 
     def update(self, img_emb, txt_emb) -> None:
-        self.batch_means.append(_cosine(img_emb, txt_emb).mean().item())
+        self.cosines.append(_cosine(img_emb, txt_emb).cpu())
 
     def result(self) -> float:
-        if not self.batch_means:
-            raise ValueError("no batches were accumulated")
-        return sum(self.batch_means) / len(self.batch_means)
+        if not self.cosines:
+            raise ValueError("no samples were accumulated")
+        cos = torch.cat(self.cosines)
+        chunks = cos.split(self.batch or len(cos))
+        return float(sum(c.mean().item() for c in chunks) / len(chunks))
 
 
 class ClipScore:
@@ -56,9 +62,8 @@ class ClipScore:
 
 def clip_score_galip(img_emb, txt_emb, batch_size: int | None = None) -> float:
     """GALIP's CLIP score of embeddings split into batches of ``batch_size`` (default: one batch)."""
-    acc, bs = ClipScoreGALIP(), batch_size or len(img_emb)
-    for i in range(0, len(img_emb), bs):
-        acc.update(img_emb[i:i + bs], txt_emb[i:i + bs])
+    acc = ClipScoreGALIP(batch_size)
+    acc.update(img_emb, txt_emb)
     return acc.result()
 
 

@@ -118,12 +118,11 @@ def file_sha256(path) -> str:
     return _HASHES[key]
 
 
-def weights_report(weights_dir=None) -> list[dict]:
-    """What each protocol needs and what was found: rows for ``galip-bench weights``."""
-    from galip_bench.metrics.registry import PROTOCOLS
+def weights_report(needs: dict, weights_dir=None) -> list[dict]:
+    """Rows for ``galip-bench weights``: for ``needs`` = {protocol: [weights names]}, what was found where."""
     rows = []
-    for proto_name, cls in PROTOCOLS.items():
-        for wname in cls.weights_needed():
+    for proto_name, names in needs.items():
+        for wname in names:
             spec = WEIGHTS[wname]
             found = next((p for p in candidate_paths(spec, weights_dir) if p.is_file()), None)
             rows.append({"protocol": proto_name, "weights": wname, "file": spec.filenames[0],

@@ -8,10 +8,7 @@ import pandas as pd
 import yaml
 
 from galip_bench.errors import UserError
-from galip_bench.regress import direction
-
-# settings a reference number depends on beyond the protocol name: the record must carry the protocol's defaults
-REFERENCE_KEYS = ("extractor", "resize", "weights", "reference", "captions_per_image", "options")
+from galip_bench.evaluation.protocols import PLAN_KEYS, PROTOCOLS, direction
 ORDER = {"finished": 0, "running": 1, "pending": 2, "failed": 3}
 
 
@@ -46,15 +43,16 @@ def load_references(path=None) -> dict:
 
 
 def reference_mismatch(ref: dict, settings: dict):
-    """None when `settings` (a record's) are the protocol's defaults plus the reference's own settings, else why not."""
-    from galip_bench.metrics import get_protocol
-    try:
-        defaults = get_protocol(ref["protocol"]).settings_dict()
-    except UserError:
-        defaults = {}
+    """None when `settings` (a record's) agree with the published number's: every setting the protocol spec lists as
+    `comparable` must be the protocol's default (the plan and the reference as the reference entry states them),
+    else why not."""
     if settings.get("protocol", ref["protocol"]) != ref["protocol"]:
         return f"protocol {settings.get('protocol')} ≠ {ref['protocol']}"
-    wanted = {k: defaults[k] for k in REFERENCE_KEYS if k in defaults}
+    cls = PROTOCOLS.get(ref["protocol"])
+    defaults = cls().settings_dict() if cls is not None else {}
+    stated = PLAN_KEYS + ("reference",)
+    wanted = {k: defaults[k] for k in (cls.comparable if cls else ()) if k in defaults and k not in stated}
+    wanted["smoke"] = False
     wanted.update(ref.get("settings") or {})
     for key, value in wanted.items():
         have = settings.get(key)
@@ -81,12 +79,12 @@ def per_run_values(recs: pd.DataFrame) -> pd.DataFrame:
         g = g.assign(_k=[_step_key(s) for s in g["step"]]).sort_values("_k", kind="stable")
         last = g.iloc[-1]
         values = g["value"].astype(float)
-        sign = direction(metric)
+        sign = direction(proto, metric)
         best = values.min() if sign == -1 else values.max() if sign == 1 else float("nan")
         step = last["step"]
         rows.append({"run_id": run_id, "variant": last["variant"], "seed": last["seed"], "protocol": proto,
                      "metric": metric, "final_step": None if _step_key(step) == -1 else int(step),
-                     "final": float(last["value"]), "best": float(best), "settings": last.get("settings"),
+                     "final": float("nan") if last["value"] is None else float(last["value"]), "best": float(best), "settings": last.get("settings"),
                      "ci": (float(last["ci_low"]), float(last["ci_high"]))
                      if "ci_low" in last and last["ci_low"] == last["ci_low"] else None})
     return pd.DataFrame(rows)
@@ -142,7 +140,7 @@ def summarize(runs: pd.DataFrame, recs: pd.DataFrame, grid: str, references=()) 
                    "final_step": (str(int(steps[0])) if len(steps) == 1 else
                                   f"{int(steps[0])}-{int(steps[-1])}" if steps else ""),
                    "final_mean": fm, "final_std": fs, "best_mean": bm, "best_std": bs,
-                   "better": {-1: "lower", 1: "higher"}.get(direction(metric), ""),
+                   "better": {-1: "lower", 1: "higher"}.get(direction(proto, metric), ""),
                    "runs": state_summary(vr), "provisional": bool(provisional)}
             cis = [c for c in used.get("ci", pd.Series(dtype=object)) if c]
             # a bootstrap interval (report.bootstrap) is shown for a single seed; with seeds, the seed spread is

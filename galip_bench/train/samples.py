@@ -4,13 +4,14 @@ from torchvision.utils import make_grid
 from torchvision.transforms.functional import to_pil_image
 
 from galip_bench.atomic import atomic_write
-from galip_bench.data import build_dataset
+from galip_bench.data import build_dataset, tokenize
 
 
 def fixed_captions(data_cfg, n: int) -> tuple:
-    dataset = build_dataset(data_cfg, "test", train=False)
-    samples = [dataset[i % len(dataset)] for i in range(n)]
-    return [s["caption"] for s in samples], torch.stack([s["tokens"] for s in samples])
+    """The first caption of each of the first n test images (no image is decoded), and their tokens."""
+    table = build_dataset(data_cfg, "test", train=False).caption_table()
+    captions = [table[i % len(table)][1][0] for i in range(n)]
+    return captions, tokenize(captions)
 
 
 class SampleSheet:

@@ -1,0 +1,257 @@
+"""The evaluation driver shared by training (periodic evaluation), `eval`, `regress` and `speed`. It executes the
+protocol specs (``evaluation.protocols``): resolves each one's sample plan against the test split's captions (no
+image is decoded on the generated side), checks N before any generation, generates once per distinct plan with a
+seeded noise stream, feeds each protocol its prepared images, and returns one record per metric serialised from the
+protocol that ran. One metric's failure is recorded with its reason; it does not cost the others their results."""
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import IterableDataset
+from torchvision.transforms.functional import to_pil_image
+from tqdm import tqdm
+
+from galip_bench.data import (build_dataset, dataset_id, legacy_stats_path, official_stats_path, reference_images,
+                              split_size)
+from galip_bench.data.tokens import tokenize
+from galip_bench.errors import UserError
+from galip_bench.evaluation.protocols import prepare_official, protocol_class
+from galip_bench.evaluation.smoke import smoke_extractor
+from galip_bench.metrics.fid import load_stats_npz
+from galip_bench.metrics.stats_cache import StatsCache
+from galip_bench.metrics.weights import WeightsResolver, file_sha256
+from galip_bench.provenance import git_commit, library_versions
+from models import parameter_counts
+from models.clip import FrozenCLIP
+
+REFERENCE_MODES = ("auto", "npz", "split")
+SPEED_CAPTIONS = ["a small red circle above a large blue square on a white background",
+                  "a bird with a red head and a short beak", "a plate of food next to a glass of water"]
+
+
+def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
+    """The protocol instances an EvalConfig asks for, with their plans resolved for the data kind; `options`:
+    {protocol: {option: value}} (e.g. the speed protocol's batch sizes)."""
+    if eval_cfg.extractor not in ("default", "tiny"):
+        raise UserError(f"eval.extractor must be default or tiny, got {eval_cfg.extractor!r}")
+    if eval_cfg.reference not in REFERENCE_MODES:
+        raise UserError(f"eval.reference must be one of {', '.join(REFERENCE_MODES)}, got {eval_cfg.reference!r}")
+    if not eval_cfg.protocols:
+        raise UserError("no metric protocol given (e.g. fid_galip,clip_score_galip)")
+    if eval_cfg.batch_size < 1:
+        raise UserError(f"the generation batch size must be at least 1, got {eval_cfg.batch_size}")
+    if len(set(eval_cfg.protocols)) != len(eval_cfg.protocols):
+        raise UserError(f"protocols listed twice: {', '.join(eval_cfg.protocols)}")
+    out = []
+    for name in eval_cfg.protocols:
+        cls = protocol_class(name)
+        plan = cls.plan.with_overrides(eval_cfg.num_samples, eval_cfg.passes, eval_cfg.seed).for_dataset(data_kind)
+        proto = cls(plan=plan, options=(options or {}).get(name), smoke=eval_cfg.extractor == "tiny")
+        if proto.kind != "speed" and not proto.smoke:  # the smoke profile rewrites any grid onto synthetic data
+            proto.check_data(data_kind)
+        out.append(proto)
+    return out
+
+
+def check_sample_count(proto, n: int) -> None:
+    """FID needs a full-rank covariance: more samples than feature dimensions. Checked before any generation."""
+    dim = proto.dim()
+    if dim is not None and n <= dim:
+        raise UserError(f"{proto.name}: {n:,} samples cannot give a full-rank covariance of its {dim}-d features "
+                        f"(FID needs more samples than dimensions): evaluate more than {dim} samples "
+                        "(eval.num_samples / --num, or the official plan)")
+
+
+def preview(eval_cfg, data_cfg, options=None) -> list:
+    """What an evaluation will do, from the split sizes alone (no caption or image is read): one dict per protocol
+    with N, the plan and the reference. Raises the UserErrors the Evaluator would (N too small, statistics
+    required but missing, a protocol on the wrong dataset)."""
+    protos = build_protocols(eval_cfg, data_cfg.kind, options)
+    quality = [p for p in protos if p.kind != "speed"]
+    if quality and split_size(data_cfg, "test") is None:
+        caption_table(data_cfg)  # raises: streamed shards have no fixed test split
+    n_img = split_size(data_cfg, "test") if quality else None
+    rows = []
+    for p in protos:
+        if p.kind == "speed":
+            rows.append({"protocol": p.name, "n": None, "plan": f"batch sizes {p.option('batch_sizes')}",
+                         "reference": "n/a"})
+            continue
+        n = p.plan.count(n_img)
+        if n is not None:
+            check_sample_count(p, n)
+        reference = "n/a"
+        if p.kind == "features":
+            source, where = reference_of(p, data_cfg, eval_cfg.reference)
+            reference = (f"GALIP's statistics {where}" if source == "npz" else
+                         "the test split through the same pipeline (computed once, cached)")
+        rows.append({"protocol": p.name, "n": n, "plan": p.plan.describe(n_img), "reference": reference})
+    return rows
+
+
+def caption_table(data_cfg) -> list:
+    """[(key, [captions])] of the evaluation split, in split order, without decoding an image."""
+    dataset = build_dataset(data_cfg, "test", train=False)
+    if isinstance(dataset, IterableDataset):
+        raise UserError(f"evaluation needs a dataset with a fixed test split, not streamed {data_cfg.kind} "
+                        "shards: set eval.data (e.g. {kind: coco, root: data/coco})")
+    return dataset.caption_table()
+
+
+def reference_of(proto, data_cfg, mode: str):
+    """('npz', path) or ('split', 'test'): where a features protocol's reference statistics come from."""
+    if proto.reference_source == "galip" and not proto.smoke and mode != "split":
+        path = legacy_stats_path(data_cfg)
+        if path is not None:
+            return "npz", path
+        if mode == "npz":
+            expected = official_stats_path(data_cfg) or f"{data_cfg.root}/npz/*.npz"
+            raise UserError(f"eval.reference=npz: {proto.name} needs GALIP's released statistics {expected} "
+                            "(mu, sigma; from the GALIP data release), not found")
+    return "split", "test"
+
+
+class Evaluator:
+    """evaluator(galip, step) -> records. Plans, N checks, references and extractors are settled up front."""
+
+    def __init__(self, eval_cfg, data_cfg, site, device, allow_download: bool = False, progress: bool = True,
+                 save_images=None, options=None):
+        self.cfg, self.data, self.device, self.progress = eval_cfg, data_cfg, torch.device(device), progress
+        protos = build_protocols(eval_cfg, data_cfg.kind if data_cfg is not None else "synthetic", options)
+        self.protos = [p for p in protos if p.kind != "speed"]
+        self.speed = [p for p in protos if p.kind == "speed"]
+        self.resolver = WeightsResolver(site.paths.weights, allow_download)
+        self.cache = StatsCache(site.paths.cache)
+        self.save_images = Path(save_images) if save_images else None
+        self.provenance = {"commit": git_commit(Path(__file__).parent), "versions": library_versions()}
+        for p in self.protos:  # a missing weight file fails before anything is generated or announced
+            if not p.smoke and p.weights:
+                self.resolver(p.weights, p.name)
+        self.groups = {}  # plan -> (resolved plan, [protocols])
+        if self.protos:
+            table = caption_table(data_cfg)
+            for p in self.protos:
+                if p.plan not in self.groups:
+                    self.groups[p.plan] = (p.plan.resolve(table), [])
+                resolved, members = self.groups[p.plan]
+                members.append(p)
+                p.ran = resolved.summary()
+                check_sample_count(p, resolved.n)
+                if p.kind == "features":
+                    source, where = reference_of(p, data_cfg, eval_cfg.reference)
+                    p.reference = f"npz:{Path(where).name}" if source == "npz" else "split:test"
+                    p.reference_path = where if source == "npz" else None
+                    p.reference_sha256 = file_sha256(where) if source == "npz" else None
+        self.extractors, self.references = {}, {}
+
+    def plan_lines(self) -> list:
+        """One line per protocol: N, captions and reference (printed before the work starts)."""
+        lines = []
+        for resolved, members in self.groups.values():
+            for p in members:
+                lines.append(f"{p.name}: N={resolved.n:,} ({p.ran['distinct_captions']:,} distinct captions); "
+                             f"{resolved.description}; reference {p.reference}")
+        return lines
+
+    def _extractor(self, proto, galip):
+        if proto.name not in self.extractors:
+            self.extractors[proto.name] = (smoke_extractor(proto, galip) if proto.smoke
+                                           else proto.make_extractor(self.resolver, self.device))
+        return self.extractors[proto.name]
+
+    def _reference(self, proto, extractor):
+        if proto.name not in self.references:
+            if proto.reference_path is not None:
+                ref = load_stats_npz(proto.reference_path)
+            else:
+                def compute():
+                    acc = proto.new_accumulator()
+                    for images in reference_images(self.data):
+                        acc.update(extractor(images.to(self.device)))
+                    return acc.state()
+                weights = getattr(extractor, "weights_path", None)
+                settings = proto.reference_settings(dataset_id(self.data), file_sha256(weights) if weights else None)
+                ref = self.cache.get_or_compute(settings, compute)
+            self.references[proto.name] = ref
+        return self.references[proto.name]
+
+    def _save(self, fake, start: int) -> None:
+        self.save_images.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(fake.add(1).div(2).cpu()):
+            to_pil_image(image).save(self.save_images / f"{start + i:06d}.png")
+
+    @staticmethod
+    def _clip_embeddings(extractor, images, sent, captions):
+        if isinstance(extractor, FrozenCLIP):  # smoke: the model's own CLIP and sentence embeddings
+            return extractor.encode_image(images)[1].float(), sent.float()
+        return extractor.encode_image(images), extractor.encode_text(captions)
+
+    def _generate(self, galip, resolved, members, extractors, step):
+        accs = {p.name: p.new_accumulator() for p in members}
+        noise = torch.randn(resolved.n, galip.cfg.z_dim, generator=torch.Generator().manual_seed(members[0].plan.seed))
+        batch = self.cfg.batch_size
+        bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False)
+        for start in range(0, resolved.n, batch):
+            captions = resolved.captions[start:start + batch]
+            sent = galip.clip.encode_text(tokenize(captions).to(self.device))[0].float()
+            images = prepare_official(galip.netG(noise[start:start + batch].to(self.device), sent))
+            if self.save_images is not None:
+                self._save(images, start)
+            for p in members:
+                if p.kind == "features":
+                    accs[p.name].update(extractors[p.name](images))
+                else:
+                    accs[p.name].update(*self._clip_embeddings(extractors[p.name], images, sent, captions))
+            bar.update(len(captions))
+        bar.close()
+        return accs
+
+    def _records(self, p, acc, extractor, step, t0) -> list:
+        base = {"step": step, "protocol": p.name, "num_samples": p.ran["num_samples"], "dataset": dataset_id(self.data),
+                **self.provenance}
+        try:
+            reference = self._reference(p, extractor) if p.kind == "features" else None
+            values, error = p.compute_all(acc, reference), None
+        except Exception as err:  # noqa: BLE001 - recorded with its reason; the other protocols keep their results
+            values = {m: None for m in p.metrics}
+            error = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            print(f"warning: {p.name} failed: {error}", file=sys.stderr)
+        return [{**base, "metric": m, "value": None if v is None else float(v), "settings": p.settings_dict(),
+                 "time": time.time(), "eval_s": time.time() - t0, **({"error": error} if error else {})}
+                for m, v in values.items()]
+
+    @torch.no_grad()
+    def __call__(self, galip, step: int = None) -> list:
+        if not self.protos:
+            return []
+        t0 = time.time()
+        was_training = galip.training
+        galip.eval()
+        records = []
+        try:
+            for resolved, members in self.groups.values():
+                extractors = {p.name: self._extractor(p, galip) for p in members}
+                accs = self._generate(galip, resolved, members, extractors, step)
+                for p in members:
+                    records += self._records(p, accs[p.name], extractors[p.name], step, t0)
+        finally:
+            galip.train(was_training)
+        return records
+
+    @torch.no_grad()
+    def measure_speed(self, galip) -> list:
+        """Records of the `speed` protocols: latency and throughput of text encoding + generator."""
+        records = []
+        tokens = tokenize(SPEED_CAPTIONS).to(self.device)
+        for p in self.speed:
+            encode = lambda t: galip.clip.encode_text(t)[0].float()  # noqa: E731
+            result = p.measure(encode, galip.netG, tokens, galip.cfg.z_dim, self.device)
+            values = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+            values.update({f"img_s_batch_{b}": v["img_s"] for b, v in result["per_batch"].items()})
+            values.update({f"params_{net}_{kind}": n for net, counts in parameter_counts(galip).items()
+                           for kind, n in counts.items()})
+            records += [{"step": None, "protocol": p.name, "metric": metric, "value": float(value),
+                         "settings": p.settings_dict(), "time": time.time(), **self.provenance}
+                        for metric, value in values.items()]
+        return records
