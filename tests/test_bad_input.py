@@ -28,6 +28,8 @@ CASES = {
     "empty_variants": ("name: g\nprofile: smoke\nvariants: []\n", [], ["variants", "empty"]),
     "empty_seeds": (SMOKE_GRID + "seeds: []\n", [], ["seeds"]),
     "empty_grid_axis": (SMOKE_GRID + "grid: {model.bridge: []}\n", [], ["model.bridge", "non-empty"]),
+    "steps_and_epochs": (SMOKE_GRID, ["--set", "train.epochs=3"], ["train.steps=120", "train.epochs=3"]),
+    "data_smaller_than_generator": (SMOKE_GRID, ["--set", "data.size=16"], ["data.size=16", "model.img_size=32"]),
 }
 
 
@@ -79,3 +81,47 @@ def test_the_installed_entry_point_exits_2_with_one_line(workdir):
                        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "stepz" in p.stderr, p.stderr
     assert not (workdir / "runs").exists()
+
+
+def test_eval_refuses_too_few_samples_for_fid_before_generating(workdir, capsys):
+    from galip_bench.checkpoint import save_checkpoint
+    from helpers import tiny_galip
+    save_checkpoint(workdir / "tiny.pt", tiny_galip(seed=1), step=1)
+    (workdir / "weights").mkdir()
+    for name in ("inception_v3_google-0cc3c7bd.pth", "ViT-B-32.pt"):
+        (workdir / "weights" / name).write_bytes(b"x")  # found; never loaded
+    (workdir / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 200}\n")
+    assert main(["eval", "--checkpoint", "tiny.pt", "--data", "data.yaml", "--protocols", "fid_galip,clip_score_galip",
+                 "--num", "100", "--save-images", "imgs"]) == 2
+    line = one_error_line(capsys)
+    assert "fid_galip: 100 samples" in line and "2048-d" in line, line
+    assert not (workdir / "imgs").exists()
+
+
+def _tiny_clip_file(path, seed):
+    from models.clip import FrozenCLIP
+    torch.manual_seed(seed)
+    clip = FrozenCLIP.from_open_clip("tiny")
+    torch.save(clip.model.state_dict(), path)  # an OpenAI-format state_dict (tiny architecture)
+    return clip
+
+
+def test_official_checkpoint_with_other_clip_weights_is_refused(workdir, capsys):
+    from helpers import tiny_config
+    from models import GALIP
+    trained_with = _tiny_clip_file(workdir / "clip_a.pt", seed=1)
+    _tiny_clip_file(workdir / "clip_b.pt", seed=2)
+    torch.manual_seed(0)
+    torch.save(GALIP(tiny_config(), clip=trained_with).export_official(), workdir / "official.pth")
+    (workdir / "model.yaml").write_text("model: {cond_dim: 64, ngf: 8, img_size: 32, d_out_ch: 32, ndf: 8, "
+                                        "bridge_ch: 16, bridge_mid_ch: 8, c_hidden: 16, clip: {model: ViT-B-32}}\n")
+    (workdir / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 8}\n")
+    argv = ["eval", "--checkpoint", "official.pth", "--model-config", "model.yaml", "--data", "data.yaml",
+            "--protocols", "clip_score_galip", "--extractor", "tiny", "--num", "8", "--save-images", "imgs"]
+    assert main(argv + ["--clip-weights", "clip_b.pt"]) == 2
+    line = one_error_line(capsys)
+    assert "mapping.CLIP_ViT." in line and "differs from the CLIP weights in use by up to" in line, line
+    assert "--allow-clip-mismatch" in line and not (workdir / "imgs").exists()
+    assert main(argv + ["--clip-weights", "clip_a.pt"]) == 0  # the CLIP it was trained with
+    assert main(argv + ["--clip-weights", "clip_b.pt", "--allow-clip-mismatch", "--save-images", "imgs2"]) == 0
+    assert len(list((workdir / "imgs2").glob("*.png"))) == 8

@@ -112,4 +112,65 @@ def test_fid_clip_protocol_uses_clip_image_embeddings(tmp_path):
     acc_a.update(feats)
     acc_b.update(feats)
     assert abs(proto.compute(acc_a, acc_b.state())) < 1e-6
-    assert proto.reference_settings("d", extractor)["weights_sha256"] is not None
+    assert extractor.weights_path == str(tmp_path / "ViT-B-32.pt")  # its hash enters the statistics' cache key
+
+
+def test_clip_score_galip_through_the_evaluator_clamps_as_the_official_loop(tmp_path):
+    """Recipe weights of the golden fixture, a generator pushed out of [-1, 1] (and a NaN and an inf pixel): the
+    driver's clip_score_galip equals the official computation written out here -- clamp(-1, 1), nan_to_num(nan=-1,
+    posinf=1, neginf=-1), the official CLIP input map, an independent CLIP (open_clip built from the same OpenAI
+    state_dict) on both sides, the batch-mean cosine."""
+    import open_clip
+    import torch.nn.functional as F
+    from open_clip.model import build_model_from_openai_state_dict
+    from galip_bench.data import DataConfig
+    from galip_bench.evaluation.driver import Evaluator
+    from galip_bench.schema import EvalConfig, PathsConfig, SiteConfig
+    from models import GALIP, GALIPConfig
+    from models.clip import FrozenCLIP
+    from recipe import galip_recipe_weights, load_fixture
+
+    clip_sd, nets = galip_recipe_weights(load_fixture("galip_official_reference.pt"))
+    galip = GALIP(GALIPConfig(), clip=FrozenCLIP.from_openai_state_dict(clip_sd, preprocess="official"))
+    galip.load_official({"model": nets})
+    with torch.no_grad():
+        galip.netG.to_rgb[1].weight.mul_(400.0)  # pixels far outside [-1, 1]
+    raw, netG = [], galip.netG.forward
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+
+    def generate(noise, sent):
+        out = netG(noise, sent)
+        out[0, 0, :3, :3], out[1, 2, 5, 5], out[2, 1, 7, 7] = float("nan"), float("inf"), float("-inf")
+        raw.append(out.clone())
+        return out
+    galip.netG.forward = generate
+    (tmp_path / "weights").mkdir()
+    torch.save(clip_sd, tmp_path / "weights" / "ViT-B-32.pt")  # the evaluation CLIP reads this file
+    site = SiteConfig(paths=PathsConfig(weights=str(tmp_path / "weights"), cache=str(tmp_path / "cache")))
+    data = DataConfig(kind="synthetic", size=256, num_test=6)
+    evaluator = Evaluator(EvalConfig(protocols=["clip_score_galip"], num_samples=6, batch_size=3), data, site, "cpu",
+                          progress=False)
+    ((resolved, _),) = evaluator.groups.values()
+    captions = resolved.captions
+    (record,) = evaluator(galip)
+    images = torch.cat(raw).double()
+    assert torch.nan_to_num(images).abs().max() > 1.5 and torch.isnan(images).any()  # it did leave the range
+
+    official_clip = build_model_from_openai_state_dict(dict(clip_sd)).float().eval()
+    official_clip.load_state_dict(clip_sd)  # the builder rounds weights to fp16: put the exact fp32 values back
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+    def official_score(x):
+        x = F.interpolate(x.float() * 0.5 + 0.5, size=(224, 224))  # transf_to_CLIP_input: nearest, double map
+        x = ((x + 1) * 0.5 - mean) / std
+        with torch.no_grad():
+            img = official_clip.encode_image(x).double()
+            txt = official_clip.encode_text(tokenizer(captions)).double()
+        return torch.nn.functional.cosine_similarity(img, txt).mean().item()  # one batch of <= 64
+
+    expected = official_score(torch.nan_to_num(images.clamp(-1, 1), nan=-1.0, posinf=1.0, neginf=-1.0))
+    print(f"clip_score_galip driver={record['value']!r} official={expected!r}")
+    assert record["value"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert record["settings"]["prepare"].startswith("clamp(-1, 1), then nan_to_num")
+    assert abs(official_score(torch.nan_to_num(images, nan=-1.0).clamp(-50, 50)) - expected) > 1e-3  # it matters

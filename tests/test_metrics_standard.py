@@ -66,6 +66,32 @@ def test_fid_agrees_with_torch_fidelity(tf_inception_dir):
     assert abs(ours - theirs) / abs(theirs) <= 1e-3
 
 
+def test_kid_agrees_with_torch_fidelity_with_subsets_smaller_than_n(tf_inception_dir):
+    """Subsets of 10 out of 24: the subsets drawn depend on the seed, so this needs torch-fidelity's default rng_seed
+    (2020), which the protocol records."""
+    import torch_fidelity
+    from torch_fidelity.defaults import DEFAULTS
+    gen, real = _smooth_images(2, 24, 0.0), _smooth_images(3, 24, 0.4)
+    proto = get_protocol("kid", options={"kid_subset_size": 10, "kid_subsets": 7})
+    assert proto.settings_dict()["options"]["kid_rng_seed"] == DEFAULTS["rng_seed"] == 2020
+    extractor = proto.make_extractor(WeightsResolver(tf_inception_dir), "cpu")
+    acc_gen, acc_real = proto.new_accumulator(), proto.new_accumulator()
+    for batch in gen.split(5):
+        acc_gen.update(extractor(batch))
+    acc_real.update(extractor(real))
+    ours = proto.compute_all(acc_gen, acc_real.state())
+    theirs = torch_fidelity.calculate_metrics(
+        input1=_Images(to_uint8(gen)), input2=_Images(to_uint8(real)), kid=True, kid_subset_size=10, kid_subsets=7,
+        cuda=False, batch_size=8, feature_extractor="inception-v3-compat", cache=False, verbose=False,
+        feature_extractor_weights_path=str(tf_inception_dir / "weights-inception-2015-12-05-6726825d.pth"))
+    print(f"kid ours={ours} torch-fidelity={theirs}")
+    assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
+    seed0 = get_protocol("kid", options={"kid_subset_size": 10, "kid_subsets": 7, "kid_rng_seed": 0})
+    other = seed0.compute_all(acc_gen, acc_real.state())["kid"]  # the evaluation seed would draw other subsets
+    assert abs(other - theirs["kernel_inception_distance_mean"]) > 1e-3 * abs(other)
+
+
 def test_kid_matches_unbiased_poly_mmd():
     rng = np.random.default_rng(0)
     f1, f2 = rng.standard_normal((30, 16)), rng.standard_normal((30, 16)) * 1.2 + 0.2
@@ -82,7 +108,7 @@ def test_kid_matches_unbiased_poly_mmd():
 
 def test_kid_protocol_reports_mean_and_std():
     rng = np.random.default_rng(1)
-    proto = get_protocol("kid", options=(("kid_subset_size", 10), ("kid_subsets", 5)))
+    proto = get_protocol("kid", options={"kid_subset_size": 10, "kid_subsets": 5})
     acc = proto.new_accumulator()
     acc.update(rng.standard_normal((20, 8)))
     out = proto.compute_all(acc, {"features": rng.standard_normal((25, 8)) + 1})

@@ -72,3 +72,14 @@ def test_local_executor_is_not_cut_after_submitit_default_two_minutes(tmp_path):
     site = SiteConfig(executor="local")
     executor = make_executor(site, tmp_path, {}, 0)
     assert executor.parameters["timeout_min"] == site.local_timeout_min >= 60 * 24
+
+
+def test_training_length_in_epochs_as_the_official_loader_counts_them(tmp_path):
+    """48 images, batch 4, one process: floor(ceil(48 / 1) / 4) = 12 steps per epoch, so 2 epochs are 24 steps."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    run = load_grid(path, overrides=SMALL + ["train.steps=null", "train.epochs=2", "train.sample_every=0"]).runs[0]
+    assert run.config.train.steps is None and run.config.train.epochs == 2
+    run_dir = RunDir(tmp_path / "epochs")
+    assert train_run(run.config, run_dir, progress=False)["step"] == 24
+    assert run_dir.status()["state"] == "finished" and run_dir.status()["steps"] == 24

@@ -32,5 +32,4 @@ def describe(train_cfg, num_images: Optional[int], world_size: int = 1) -> str:
     if num_images is None:
         return f"{train_cfg.epochs:,} epochs (split size unknown)"
     per = steps_per_epoch(num_images, train_cfg.batch_size, world_size)
-    return (f"{train_cfg.epochs:,} epochs x {per:,} steps = {train_cfg.epochs * per:,} steps "
-            f"({num_images:,} training images, {world_size} process(es) x batch {train_cfg.batch_size})")
+    return f"{train_cfg.epochs:,} epochs x {per:,} steps = {train_cfg.epochs * per:,} steps ({num_images:,} images)"
