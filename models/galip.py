@@ -51,7 +51,7 @@ class GALIP(nn.Module):
         super().__init__()
         cfg = cfg or GALIPConfig()
         cfg.validate()
-        if clip is None:  # random init of the named architecture; weights come from galip_bench.clip_weights
+        if clip is None:  # random init of the named architecture; weights come from galip_bench.checkpoints.clip
             clip = FrozenCLIP.from_open_clip(cfg.clip.model, preprocess=cfg.clip.preprocess, taps=cfg.d_taps)
         if clip.preprocess != cfg.clip.preprocess:
             raise ValueError(f"the CLIP was built with preprocess={clip.preprocess!r} but the config asks for "

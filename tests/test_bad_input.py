@@ -84,7 +84,7 @@ def test_the_installed_entry_point_exits_2_with_one_line(workdir):
 
 
 def test_eval_refuses_too_few_samples_for_fid_before_generating(workdir, capsys):
-    from galip_bench.checkpoint import save_checkpoint
+    from galip_bench.checkpoints import save_checkpoint
     from helpers import tiny_galip
     save_checkpoint(workdir / "tiny.pt", tiny_galip(seed=1), step=1)
     (workdir / "weights").mkdir()

@@ -16,7 +16,8 @@ from PIL import Image
 from torchvision import transforms
 
 from galip_bench.cli import main
-from galip_bench.data import DataConfig, build_dataset, legacy_stats_path, reference_images
+from galip_bench.config.schema import DataConfig
+from galip_bench.data import build_dataset, legacy_stats_path, reference_images
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 
@@ -148,7 +149,7 @@ def test_webdataset_shards_stream_keys_and_captions(tmp_path):
                       True)
 
 
-SYNTH_HASH = ("import hashlib, torch; from galip_bench.data import DataConfig, build_dataset; "
+SYNTH_HASH = ("import hashlib, torch; from galip_bench.config.schema import DataConfig; from galip_bench.data import build_dataset; "
               "ds = build_dataset(DataConfig(size=64, seed=3), 'test', False); "
               "print(hashlib.sha256(b''.join(ds[i]['image'].numpy().tobytes() + ds[i]['caption'].encode() "
               "for i in range(20))).hexdigest())")

@@ -6,8 +6,8 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from galip_bench.grid import load_grid
-from galip_bench.rundir import RunDir, read_jsonl
+from galip_bench.grids.grid import load_grid
+from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train import distributed
 from galip_bench.train.loop import train_run
 from helpers import tiny_galip

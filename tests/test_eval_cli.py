@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from galip_bench.checkpoint import save_checkpoint
+from galip_bench.checkpoints import save_checkpoint
 from galip_bench.cli import main
-from galip_bench.metrics.weights import file_sha256
+from galip_bench.files import file_sha256
 from helpers import tiny_galip
 
 SETTINGS = {"protocol", "matches", "plan", "passes", "plan_num_samples", "plan_batch", "seed", "num_samples",

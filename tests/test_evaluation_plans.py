@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from galip_bench.data import DataConfig
+from galip_bench.config.schema import DataConfig
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 from galip_bench.evaluation import PROTOCOLS
 from galip_bench.evaluation.driver import Evaluator
-from galip_bench.schema import EvalConfig, SiteConfig
+from galip_bench.config.schema import EvalConfig, SiteConfig
 from helpers import tiny_galip
 
 N_TEST = 130  # the official plan uses floor(130 / 64) * 64 = 128 of them per pass
@@ -81,6 +81,8 @@ def test_the_record_says_what_the_generator_consumed(coco, name, plan):
     else:
         assert s["plan"] == "distinct" and len(seen) == len(set(seen)) == plan["num_samples"]
     assert name != "zs_fid_coco" or (s["plan"] == "official" and len(seen) == 128)  # the official COCO loop
+    if PROTOCOLS[name].bootstrap:  # FIDs carry a bootstrap interval from the features the evaluation kept
+        assert records[0]["ci_resamples"] == 100 and records[0]["ci_low"] < records[0]["ci_high"]
 
 
 def test_zero_shot_protocols_need_coco_and_n_is_checked_before_generation(coco):

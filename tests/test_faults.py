@@ -12,9 +12,9 @@ from pathlib import Path
 
 from fault_worker import GRID, MARKER, OVERRIDES
 
-from galip_bench.checkpoint import read_checkpoint
+from galip_bench.checkpoints import read_checkpoint
 from galip_bench.cli import main
-from galip_bench.rundir import RunDir, read_jsonl
+from galip_bench.runs.rundir import RunDir, read_jsonl
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 STEPS = 40

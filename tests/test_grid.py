@@ -5,7 +5,7 @@ import pytest
 
 from galip_bench.cli import main
 from galip_bench.errors import UserError
-from galip_bench.grid import load_grid
+from galip_bench.grids.grid import load_grid
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 

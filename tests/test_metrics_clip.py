@@ -75,13 +75,18 @@ def test_preprocessing_formulas():
     assert preprocess_standard(torch.zeros(1, 3, 256, 320)).shape == (1, 3, 224, 224)  # short side + centre crop
 
 
-def test_clip_embedder_tiny_random_model(tmp_path):
+def _tiny_open_clip_config(folder, name: str, embed_dim: int) -> None:
+    """Register a one-block random-init open_clip model config under `name`."""
     import open_clip
-    cfg = {"embed_dim": 32, "quick_gelu": True,
+    cfg = {"embed_dim": embed_dim, "quick_gelu": True,
            "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "galip-bench-tiny-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "galip-bench-tiny-clip.json")
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder / f"{name}.json")
+
+
+def test_clip_embedder_tiny_random_model(tmp_path):
+    _tiny_open_clip_config(tmp_path, "galip-bench-tiny-clip", 32)
     emb = ClipEmbedder("galip-bench-tiny-clip", None, "official")
     img = emb.encode_image(torch.rand(3, 3, 256, 256) * 2 - 1)
     txt = emb.encode_text(["a bird", "a plate of food", "a red car"])
@@ -93,12 +98,7 @@ def test_clip_embedder_tiny_random_model(tmp_path):
 
 
 def test_fid_clip_protocol_uses_clip_image_embeddings(tmp_path):
-    import open_clip
-    cfg = {"embed_dim": 16, "quick_gelu": True,
-           "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "galip-bench-tiny-clip16.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "galip-bench-tiny-clip16.json")
+    _tiny_open_clip_config(tmp_path, "galip-bench-tiny-clip16", 16)
     torch.manual_seed(0)
     reference = ClipEmbedder("galip-bench-tiny-clip16", None, "standard")
     torch.save(reference.model.state_dict(), tmp_path / "ViT-B-32.pt")
@@ -123,9 +123,9 @@ def test_clip_score_galip_through_the_evaluator_clamps_as_the_official_loop(tmp_
     import open_clip
     import torch.nn.functional as F
     from open_clip.model import build_model_from_openai_state_dict
-    from galip_bench.data import DataConfig
+    from galip_bench.config.schema import DataConfig
     from galip_bench.evaluation.driver import Evaluator
-    from galip_bench.schema import EvalConfig, PathsConfig, SiteConfig
+    from galip_bench.config.schema import EvalConfig, PathsConfig, SiteConfig
     from models import GALIP, GALIPConfig
     from models.clip import FrozenCLIP
     from recipe import galip_recipe_weights, load_fixture

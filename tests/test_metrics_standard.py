@@ -45,15 +45,21 @@ def tf_inception_dir(tmp_path_factory):
     return folder
 
 
+def _accumulate(proto, weights_dir, gen, real, batch):
+    """The protocol's accumulators of generated (in batches) and reference features."""
+    extractor = proto.make_extractor(WeightsResolver(weights_dir), "cpu")
+    acc_gen, acc_real = proto.new_accumulator(), proto.new_accumulator()
+    for chunk in gen.split(batch):
+        acc_gen.update(extractor(chunk))
+    acc_real.update(extractor(real))
+    return acc_gen, acc_real
+
+
 def test_fid_agrees_with_torch_fidelity(tf_inception_dir):
     import torch_fidelity
     gen, real = _smooth_images(0, 10, 0.0), _smooth_images(1, 10, 0.3)
     proto = get_protocol("fid")
-    extractor = proto.make_extractor(WeightsResolver(tf_inception_dir), "cpu")
-    acc_gen, acc_real = proto.new_accumulator(), proto.new_accumulator()
-    for batch in gen.split(4):
-        acc_gen.update(extractor(batch))
-    acc_real.update(extractor(real))
+    acc_gen, acc_real = _accumulate(proto, tf_inception_dir, gen, real, 4)
     ours = proto.compute(acc_gen, acc_real.state())
 
     theirs = torch_fidelity.calculate_metrics(
@@ -67,18 +73,14 @@ def test_fid_agrees_with_torch_fidelity(tf_inception_dir):
 
 
 def test_kid_agrees_with_torch_fidelity_with_subsets_smaller_than_n(tf_inception_dir):
-    """Subsets of 10 out of 24: the subsets drawn depend on the seed, so this needs torch-fidelity's default rng_seed
+    """Subsets of 10 out of 16: the subsets drawn depend on the seed, so this needs torch-fidelity's default rng_seed
     (2020), which the protocol records."""
     import torch_fidelity
     from torch_fidelity.defaults import DEFAULTS
-    gen, real = _smooth_images(2, 24, 0.0), _smooth_images(3, 24, 0.4)
+    gen, real = _smooth_images(2, 16, 0.0), _smooth_images(3, 16, 0.4)
     proto = get_protocol("kid", options={"kid_subset_size": 10, "kid_subsets": 7})
     assert proto.settings_dict()["options"]["kid_rng_seed"] == DEFAULTS["rng_seed"] == 2020
-    extractor = proto.make_extractor(WeightsResolver(tf_inception_dir), "cpu")
-    acc_gen, acc_real = proto.new_accumulator(), proto.new_accumulator()
-    for batch in gen.split(5):
-        acc_gen.update(extractor(batch))
-    acc_real.update(extractor(real))
+    acc_gen, acc_real = _accumulate(proto, tf_inception_dir, gen, real, 5)
     ours = proto.compute_all(acc_gen, acc_real.state())
     theirs = torch_fidelity.calculate_metrics(
         input1=_Images(to_uint8(gen)), input2=_Images(to_uint8(real)), kid=True, kid_subset_size=10, kid_subsets=7,

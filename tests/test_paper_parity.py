@@ -14,7 +14,7 @@ from galip_bench.data import official_stats_path
 from galip_bench.data.images import image_transform
 from galip_bench.evaluation.driver import build_protocols, reference_of
 from galip_bench.evaluation.plans import SamplePlan
-from galip_bench.grid import load_grid
+from galip_bench.grids.grid import load_grid
 from galip_bench.train.amp import AMP, RESET_SCALE, SCALER_MIN
 from galip_bench.train.batches import Batches
 from galip_bench.train.length import total_steps

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from galip_bench import regress
+from galip_bench.evaluation import regress
 from galip_bench.cli import main
 from galip_bench.errors import UserError
 from galip_bench.evaluation import get_protocol
@@ -121,7 +121,7 @@ def test_cli_exit_codes_on_records(tmp_path, monkeypatch, capsys):
 
 
 def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
-    from galip_bench.checkpoint import save_checkpoint
+    from galip_bench.checkpoints import save_checkpoint
     from helpers import tiny_galip
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 8}\n")  # 80 > 64-d features
@@ -133,7 +133,7 @@ def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
     base = json.loads((tmp_path / "base.json").read_text())
     assert base["baseline"] and base["data"]["num_test"] == 8
     assert base["eval"] == {"protocols": ["fid_galip", "clip_score_galip"], "num_samples": 80, "passes": None,
-                            "batch_size": 16, "seed": 0, "extractor": "tiny", "reference": "auto"}
+                            "batch_size": 16, "seed": 0, "extractor": "tiny", "reference": "auto", "bootstrap": 100}
     # the same checkpoint, re-evaluated with the baseline's own settings, reproduces it exactly: exit 0
     assert main(["regress", "--checkpoint", str(a), "--baseline", "base.json"]) == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "regress.json").read_text())["rows"]

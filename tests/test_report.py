@@ -2,6 +2,7 @@
 table values checked against the records, the paper references, and the CLI."""
 import json
 import math
+import re
 import os
 import statistics
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_report_tables_match_records(grid, tmp_path):
     assert "pending_variant" in md and "**pending**" in md
     assert "**failed**" in md and "CUDA out of memory" in md and "**running**" in md
     assert "scratch_d †" in md
-    assert "| full |" in md
+    assert re.search(r"^\| full +\|", md, re.M)
     assert "23.000 ± 3.606" in md
     # no paper columns for a grid the paper does not cover
     assert "paper" not in t.columns.str.cat()
@@ -225,21 +226,25 @@ def test_cli_report_by_name_writes_under_reports(grid, tmp_path, capsys):
 
 
 def test_fid_bootstrap_interval_and_its_display(tmp_path, monkeypatch):
+    from galip_bench.evaluation.bootstrap import fid_interval, resample_indices
     from galip_bench.metrics.fid import feature_stats, frechet_distance
-    from galip_bench.report.bootstrap import fid_bootstrap
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(400, 4))
     gen = rng.normal(0.5, 1.0, size=(300, 4))
     mu, sigma = feature_stats(ref)
-    ci = fid_bootstrap(gen, mu, sigma, n_boot=50, seed=1)
-    assert ci["fid"] == pytest.approx(frechet_distance(*feature_stats(gen), mu, sigma))
-    assert ci["ci_low"] < ci["fid"] < ci["ci_high"] and ci["boot_std"] > 0
-    assert fid_bootstrap(gen, mu, sigma, n_boot=50, seed=1) == ci  # seeded
+    ci = fid_interval(gen, mu, sigma, resamples=50, seed=1)
+    # reference: the same resamples through numpy statistics and scipy's sqrtm Frechet distance
+    values = [frechet_distance(*feature_stats(gen[idx.numpy()]), mu, sigma) for idx in resample_indices(300, 50, 1)]
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    assert ci["ci_low"] == pytest.approx(lo, rel=1e-9) and ci["ci_high"] == pytest.approx(hi, rel=1e-9)
+    assert ci["ci_resamples"] == 50 and ci["ci_std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9)
+    fid = frechet_distance(*feature_stats(gen), mu, sigma)
+    assert ci["ci_low"] < fid < ci["ci_high"] and fid_interval(gen, mu, sigma, resamples=50, seed=1) == ci  # seeded
     # a record carrying the interval shows it next to a single-seed value
     monkeypatch.chdir(tmp_path)
-    d = make_run(tmp_path / "runs" / "g", "a", "v", 0, "finished", {"fid_galip": {10: ci["fid"]}}, samples=False)
+    d = make_run(tmp_path / "runs" / "g", "a", "v", 0, "finished", {"fid_galip": {10: fid}}, samples=False)
     r = json.loads((d / "metrics.jsonl").read_text().splitlines()[0])
-    (d / "metrics.jsonl").write_text(json.dumps({**r, "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}) + "\n")
+    (d / "metrics.jsonl").write_text(json.dumps({**r, **ci}) + "\n")
     paths = build_report(tmp_path / "runs" / "g", tmp_path / "out", "g", references={"references": []})
     assert f"[{tables.fmt(ci['ci_low'])}, {tables.fmt(ci['ci_high'])}]" in paths["report.md"].read_text()
     assert paths["table"].iloc[0]["final_ci_low"] == pytest.approx(ci["ci_low"])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from galip_bench.checkpoint import read_checkpoint
+from galip_bench.checkpoints import read_checkpoint
 from galip_bench.cli import main
-from galip_bench.rundir import RunDir, read_jsonl
+from galip_bench.runs.rundir import RunDir, read_jsonl
 
 pytestmark = pytest.mark.slurm  # skipped by conftest.py without a reachable cluster
 

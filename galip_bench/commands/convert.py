@@ -1,6 +1,6 @@
 """`galip-bench convert IN OUT`: an official GALIP checkpoint into ours, or ours into the official layout."""
-from galip_bench.atomic import atomic_torch_save
-from galip_bench.checkpoint import load_model, read_checkpoint, save_checkpoint
+from galip_bench.files import atomic_torch_save
+from galip_bench.checkpoints import load_model, read_checkpoint, save_checkpoint
 from galip_bench.errors import UserError
 
 
@@ -49,5 +49,5 @@ def run(args) -> int:
 
 
 def _random_clip(args):
-    from galip_bench.modelcfg import model_config
+    from galip_bench.config.model import model_config
     return None if model_config(args.config, args.overrides).clip.model == "tiny" else "random"

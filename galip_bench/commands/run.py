@@ -1,11 +1,12 @@
 """`galip-bench run GRID.yaml`: train and evaluate every run of an ablation grid, locally or on SLURM."""
 from pathlib import Path
 
-from galip_bench import launch, results
-from galip_bench.dryrun import describe_run
-from galip_bench.grid import load_grid
-from galip_bench.preflight import check_grid
-from galip_bench.site import load_site
+from galip_bench.grids import launch
+from galip_bench.runs import results
+from galip_bench.grids.dryrun import describe_grid
+from galip_bench.grids.grid import load_grid
+from galip_bench.grids.preflight import check_grid
+from galip_bench.config.site import load_site
 
 
 def add_arguments(p):
@@ -25,29 +26,20 @@ def add_arguments(p):
 def run(args) -> int:
     grid = load_grid(args.grid, args.profile, args.overrides)
     site = load_site(args.bench, grid.profile, args.executor or grid.executor)
-    root = Path(site.paths.runs) / grid.name
     if args.dry_run:  # the resolved plan first, then the input checks (which may fail: exit 2)
-        print(f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
-              + (f", profile {grid.profile}" if grid.profile else "") + f", folder {root}")
-        for r in grid.runs:
-            print(f"  {r.run_id}  {r.name}  seed {r.seed}")
-            print("\n".join(f"      {line}" for line in describe_run(r, site, grid)))
+        print("\n".join(describe_grid(grid, site)))
         check_grid(grid, site, args.allow_download)
         print("inputs: all found (data, CLIP weights, metric weights, evaluation plans)")
         return 0
     check_grid(grid, site, args.allow_download)  # before anything is written under runs/ or submitted
-    print(f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
-          + (f", profile {grid.profile}" if grid.profile else "") + f", folder {root}")
-    for r in grid.runs:
-        print(f"  {r.run_id}  {r.name}  seed {r.seed}")
+    print("\n".join(describe_grid(grid, site, details=False)))
     summary = launch.launch(grid, site, force=args.force, allow_download=args.allow_download,
                             wait=not args.no_wait)
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} finished run(s) (--force reruns them)")
-    table = results.collect(root)
+    table = results.collect(Path(site.paths.runs) / grid.name)
     if not table.empty:
-        cols = [c for c in table.columns if c not in ("log",)]
-        print(table[cols].to_string(index=False))
+        print(table.drop(columns=["log"]).to_string(index=False))
     if summary["failed"]:
         print(f"{len(summary['failed'])} run(s) failed: see `galip-bench status {args.grid}`")
         return 1

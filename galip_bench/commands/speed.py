@@ -4,12 +4,12 @@ import json
 
 import pandas as pd
 
-from galip_bench.atomic import atomic_write_json
-from galip_bench.commands.eval import model_source
+from galip_bench.files import atomic_write_json
+from galip_bench.commands.options import model_source
 from galip_bench.errors import UserError
 from galip_bench.evaluation.evaluate import evaluate_checkpoint
-from galip_bench.schema import EvalConfig
-from galip_bench.site import load_site
+from galip_bench.config.schema import EvalConfig
+from galip_bench.config.site import load_site
 
 
 def add_arguments(p):

@@ -11,11 +11,11 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import IterableDataset
 
-from galip_bench.data.config import DataConfig
+from galip_bench.config.schema import DataConfig
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 
-__all__ = ["DataConfig", "build_dataset", "shard_pattern", "require_root", "reference_images", "legacy_stats_path",
+__all__ = ["build_dataset", "shard_pattern", "require_root", "reference_images", "legacy_stats_path",
            "official_stats_path", "split_size", "tokenize", "dataset_id"]
 KINDS = ("synthetic", "cub", "coco", "captions", "webdataset")
 SPLITS = ("train", "test")

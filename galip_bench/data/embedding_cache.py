@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from galip_bench.atomic import atomic_torch_save
+from galip_bench.files import atomic_torch_save
 from galip_bench.data.tokens import tokenize
 
 FORMAT = "galip-bench-sentence-embeddings-v1"

@@ -16,11 +16,13 @@ from galip_bench.data import (build_dataset, dataset_id, legacy_stats_path, offi
                               split_size)
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
+from galip_bench.evaluation.bootstrap import fid_interval
 from galip_bench.evaluation.protocols import prepare_official, protocol_class
 from galip_bench.evaluation.smoke import smoke_extractor
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
-from galip_bench.metrics.weights import WeightsResolver, file_sha256
+from galip_bench.files import file_sha256
+from galip_bench.metrics.weights import WeightsResolver
 from galip_bench.provenance import git_commit, library_versions
 from models import parameter_counts
 from models.clip import FrozenCLIP
@@ -41,6 +43,8 @@ def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
         raise UserError("no metric protocol given (e.g. fid_galip,clip_score_galip)")
     if eval_cfg.batch_size < 1:
         raise UserError(f"the generation batch size must be at least 1, got {eval_cfg.batch_size}")
+    if eval_cfg.bootstrap < 0:
+        raise UserError(f"the bootstrap resamples must be at least 0, got {eval_cfg.bootstrap}")
     if len(set(eval_cfg.protocols)) != len(eval_cfg.protocols):
         raise UserError(f"protocols listed twice: {', '.join(eval_cfg.protocols)}")
     out = []
@@ -189,6 +193,7 @@ class Evaluator:
 
     def _generate(self, galip, resolved, members, extractors, step):
         accs = {p.name: p.new_accumulator() for p in members}
+        kept = {p.name: [] for p in members if p.bootstrap and self.cfg.bootstrap}
         noise = torch.randn(resolved.n, galip.cfg.z_dim, generator=torch.Generator().manual_seed(members[0].plan.seed))
         batch = self.cfg.batch_size
         bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False)
@@ -200,26 +205,33 @@ class Evaluator:
                 self._save(images, start)
             for p in members:
                 if p.kind == "features":
-                    accs[p.name].update(extractors[p.name](images))
+                    features = extractors[p.name](images)
+                    accs[p.name].update(features)
+                    if p.name in kept:
+                        kept[p.name].append(features.float().cpu())
                 else:
                     accs[p.name].update(*self._clip_embeddings(extractors[p.name], images, sent, captions))
             bar.update(len(captions))
         bar.close()
-        return accs
+        return accs, {name: torch.cat(chunks) for name, chunks in kept.items()}
 
-    def _records(self, p, acc, extractor, step, t0) -> list:
+    def _records(self, p, acc, extractor, features, step, t0) -> list:
         base = {"step": step, "protocol": p.name, "num_samples": p.ran["num_samples"], "dataset": dataset_id(self.data),
                 **self.provenance}
+        extra = {}
         try:
             reference = self._reference(p, extractor) if p.kind == "features" else None
             values, error = p.compute_all(acc, reference), None
+            if features is not None:
+                extra = fid_interval(features, reference["mu"], reference["sigma"], self.cfg.bootstrap,
+                                     p.plan.seed, device=self.device)
         except Exception as err:  # noqa: BLE001 - recorded with its reason; the other protocols keep their results
             values = {m: None for m in p.metrics}
             error = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
             print(f"warning: {p.name} failed: {error}", file=sys.stderr)
         return [{**base, "metric": m, "value": None if v is None else float(v), "settings": p.settings_dict(),
-                 "time": time.time(), "eval_s": time.time() - t0, **({"error": error} if error else {})}
-                for m, v in values.items()]
+                 "time": time.time(), "eval_s": time.time() - t0, **(extra if m == p.name else {}),
+                 **({"error": error} if error else {})} for m, v in values.items()]
 
     @torch.no_grad()
     def __call__(self, galip, step: int = None) -> list:
@@ -232,9 +244,9 @@ class Evaluator:
         try:
             for resolved, members in self.groups.values():
                 extractors = {p.name: self._extractor(p, galip) for p in members}
-                accs = self._generate(galip, resolved, members, extractors, step)
+                accs, kept = self._generate(galip, resolved, members, extractors, step)
                 for p in members:
-                    records += self._records(p, accs[p.name], extractors[p.name], step, t0)
+                    records += self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
         finally:
             galip.train(was_training)
         return records

@@ -49,7 +49,8 @@ class Protocol:
     name: str
     matches: str                 # the reference implementation it reproduces
     kind: str                    # "features" | "clip" | "speed"
-    metrics: dict                # metric -> LOWER | HIGHER | None (informational)
+    metrics: dict                # metric -> LOWER | HIGHER | None (informational); default {name: better}
+    better: int = LOWER
     resize: str = ""
     extractor: str = ""
     weights: str | None = None   # key of metrics.weights.WEIGHTS
@@ -58,6 +59,7 @@ class Protocol:
     reference_source: str | None = None   # features: "galip" (GALIP's npz when present) or "split"
     requires_data: str | None = None      # a data kind the protocol is defined on
     plan = SamplePlan()
+    bootstrap = False
     default_options: tuple = ()
     gated = GATED
     comparable = COMPARABLE
@@ -81,8 +83,21 @@ class Protocol:
     def weights_needed(cls) -> list:
         return [cls.weights] if cls.weights else []
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "metrics" not in cls.__dict__:  # one metric, named like the protocol
+            cls.metrics = {cls.name: cls.better}
+
     def option(self, key):
         return self.options[key]
+
+    def make_extractor(self, resolver, device="cpu"):
+        """The protocol's extractor on `device`, from the weight file `resolver` finds; it remembers the file
+        (its hash enters the reference statistics' cache key)."""
+        path = resolver(self.weights, self.name)
+        extractor = self.build(path, device)
+        extractor.weights_path = str(path)
+        return extractor
 
     def dim(self) -> int | None:
         """Feature size (FID needs more samples than this); None where the metric has no covariance."""
@@ -121,6 +136,7 @@ class _FID(Protocol):
     kind = "features"
     feature_dim = 2048
     reference_source = "split"
+    bootstrap = True  # the driver keeps the generated features for a bootstrap interval (evaluation.bootstrap)
 
     def new_accumulator(self):
         return StatsAccumulator()
@@ -133,7 +149,6 @@ class _FID(Protocol):
 @register
 class FIDGALIP(_FID):
     name = "fid_galip"
-    metrics = {"fid_galip": LOWER}
     matches = ("official GALIP code (calculate_FID_CLIP_sim): torchvision ImageNet inception_v3 in pytorch-fid's "
                "block layout, float features, scipy sqrtm Frechet distance; paper-comparable")
     resize = "(x+1)/2, bilinear 299 align_corners=False, no antialias, no uint8"
@@ -141,17 +156,14 @@ class FIDGALIP(_FID):
     weights = "inception_torchvision"
     reference_source = "galip"
 
-    def make_extractor(self, resolver, device="cpu"):
+    def build(self, path, device):
         from galip_bench.metrics.legacy import GALIPInception
-        path = resolver(self.weights, self.name)
-        net = GALIPInception(path).to(device)
-        return _Features(net.features, path)
+        return _Features(GALIPInception(path).to(device).features)
 
 
 @register
 class ZeroShotFIDCOCO(FIDGALIP):
     name = "zs_fid_coco"
-    metrics = {"zs_fid_coco": LOWER}
     matches = ("GALIP's zero-shot COCO FID (official README: the CC3M/CC12M model through the same test loop with "
                "cfg/coco.yml): fid_galip on the COCO test split against COCO's released statistics")
     requires_data = "coco"
@@ -160,7 +172,6 @@ class ZeroShotFIDCOCO(FIDGALIP):
 @register
 class ZeroShotFIDCOCO30k(ZeroShotFIDCOCO):
     name = "zs_fid_coco_30k"
-    metrics = {"zs_fid_coco_30k": LOWER}
     matches = ("the 30k-caption zero-shot convention of other text-to-image papers: fid_galip's pipeline on 30,000 "
                "COCO (image, caption) pairs drawn without replacement; not the GALIP paper's protocol")
     plan = SamplePlan("distinct", num_samples=30000)
@@ -171,32 +182,28 @@ class _TorchFidelityFeatures:
     resize = "clamp, uint8 (x*127.5+128), TF-1.x bilinear 299 inside the extractor"
     extractor = "torch_fidelity_inception-v3-compat_2048"
 
-    def make_extractor(self, resolver, device="cpu"):
+    def build(self, path, device):
         from galip_bench.metrics.standard import TorchFidelityInception
-        path = resolver(self.weights, self.name)
-        return _Features(TorchFidelityInception(path, device), path)
+        return TorchFidelityInception(path, device)
 
 
 @register
 class FID(_TorchFidelityFeatures, _FID):
     name = "fid"
-    metrics = {"fid": LOWER}
     matches = "torch-fidelity calculate_metrics(fid=True), inception-v3-compat (TTUR / TF FID comparable)"
 
 
 @register
 class FIDClean(_FID):
     name = "fid_clean"
-    metrics = {"fid_clean": LOWER}
     matches = "clean-fid compute_fid(mode='clean')"
     resize = "uint8, PIL bicubic float resize 299 (clean)"
     extractor = "cleanfid_torchscript_2048"
     weights = "inception_cleanfid"
 
-    def make_extractor(self, resolver, device="cpu"):
+    def build(self, path, device):
         from galip_bench.metrics.standard import CleanFIDInception
-        path = resolver(self.weights, self.name)
-        return _Features(CleanFIDInception(path, device), path)
+        return CleanFIDInception(path, device)
 
 
 def _kid_defaults() -> tuple:
@@ -229,7 +236,6 @@ class KID(_TorchFidelityFeatures, Protocol):
 @register
 class FIDCLIP(_FID):
     name = "fid_clip"
-    metrics = {"fid_clip": LOWER}
     matches = "FID in CLIP image-embedding space (Kynkaanniemi et al. 2023; clean-fid's clip_vit_b_32 features)"
     resize = "clamp, (x+1)/2, bicubic 224 + centre crop, CLIP mean/std"
     extractor = "CLIP image embedding (unnormalised)"
@@ -242,17 +248,16 @@ class FIDCLIP(_FID):
         import open_clip
         return (open_clip.get_model_config(self.option("clip_model")) or {}).get("embed_dim", 512)
 
-    def make_extractor(self, resolver, device="cpu"):
-        path = resolver(self.weights, self.name)
+    def build(self, path, device):
         embedder = cs.ClipEmbedder(self.option("clip_model"), path, "standard", device)
-        return _Features(lambda images: embedder.encode_image(images).double(), path)
+        return _Features(lambda images: embedder.encode_image(images).double())
 
 
 class _Features:
-    """An extractor callable (images -> [B, D] float64) with the weight file it was built from (cache keys)."""
+    """An extractor callable: images -> [B, D] float64 features."""
 
-    def __init__(self, fn, weights_path=None):
-        self.fn, self.weights_path = fn, (str(weights_path) if weights_path else None)
+    def __init__(self, fn):
+        self.fn = fn
 
     def __call__(self, images):
         return self.fn(images)
@@ -264,17 +269,20 @@ class _Features:
 class ClipScoreGALIP(Protocol):
     name = "clip_score_galip"
     kind = "clip"
-    metrics = {"clip_score_galip": HIGHER}
     matches = ("official GALIP code's calc_clip_sim in calculate_FID_CLIP_sim: the sum of per-batch mean cosines "
                "over the batches of 64, divided by the number of batches; ViT-B/32, double-mapped preprocessing; "
                "paper-comparable")
     resize = "x*0.5+0.5, nearest 224, (x+1)*0.5, CLIP mean/std (official, double map)"
     extractor = "CLIP ViT-B/32 image embedding vs its text embedding of the caption"
     weights = "clip_vit_b32"
+    better = HIGHER
     clip_preprocess = "official"
 
-    def make_extractor(self, resolver, device="cpu"):
-        return cs.ClipEmbedder("ViT-B-32-quickgelu", resolver(self.weights, self.name), self.clip_preprocess, device)
+    def clip_model(self) -> str:
+        return "ViT-B-32-quickgelu"  # the official CLIP4evl: OpenAI ViT-B/32
+
+    def build(self, path, device):
+        return cs.ClipEmbedder(self.clip_model(), path, self.clip_preprocess, device)
 
     def new_accumulator(self):
         return cs.ClipScoreGALIP(self.plan.batch)
@@ -286,15 +294,14 @@ class ClipScoreGALIP(Protocol):
 @register
 class ClipScore(ClipScoreGALIP):
     name = "clip_score"
-    metrics = {"clip_score": HIGHER}
     matches = "common CLIP score 100*max(cos, 0) (Hessel et al. 2021; torchmetrics CLIPScore)"
     resize = "clamp, (x+1)/2, bicubic 224 + centre crop, CLIP mean/std (standard)"
     extractor = "CLIP image embedding vs text embedding"
     default_options = (("clip_model", "ViT-B-32-quickgelu"),)
     clip_preprocess = "standard"
 
-    def make_extractor(self, resolver, device="cpu"):
-        return cs.ClipEmbedder(self.option("clip_model"), resolver(self.weights, self.name), "standard", device)
+    def clip_model(self) -> str:
+        return self.option("clip_model")
 
     def new_accumulator(self):
         return cs.ClipScore()

@@ -8,8 +8,6 @@
 """
 from __future__ import annotations
 
-import zipfile
-
 import torch
 import torch.nn.functional as F
 
@@ -84,10 +82,6 @@ def preprocess_standard(images: torch.Tensor) -> torch.Tensor:
     return clip_input(images.float(), "standard", 224)
 
 
-def _is_torchscript(path) -> bool:
-    return zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist())
-
-
 PREPROCESS = {"official": preprocess_official, "standard": preprocess_standard}
 
 
@@ -100,11 +94,10 @@ class ClipEmbedder:
     def __init__(self, model_name: str = "ViT-B-32-quickgelu", weights=None, preprocess: str = "standard",
                  device="cpu"):
         import open_clip
-        if weights and _is_torchscript(weights):  # OpenAI's ViT-B-32.pt (a JIT archive): rebuild as non-JIT model
-            self.model = open_clip.load_openai_model(str(weights), precision="fp32", device=device)
-        else:
-            self.model = open_clip.create_model(model_name, pretrained=str(weights) if weights else None,
-                                                device=device)
+        from galip_bench.metrics.weights import read_clip_state_dict
+        self.model = open_clip.create_model(model_name, device=device)
+        if weights:
+            self.model.load_state_dict(read_clip_state_dict(weights))
         self.model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess = PREPROCESS[preprocess]

@@ -12,21 +12,6 @@ import time
 import torch
 
 
-def count_parameters(*modules: torch.nn.Module) -> dict:
-    """Trainable / frozen parameter counts (shared tensors counted once)."""
-    seen, trainable, frozen = set(), 0, 0
-    for module in modules:
-        for p in module.parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            if p.requires_grad:
-                trainable += p.numel()
-            else:
-                frozen += p.numel()
-    return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}
-
-
 def _time_once(fn, device: torch.device) -> float:
     """Seconds for one call of ``fn``; CUDA events around it on GPU."""
     if device.type == "cuda":

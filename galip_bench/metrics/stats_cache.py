@@ -1,7 +1,7 @@
 """Reference-statistics cache (the stylegan3 ``metric_utils`` idea): the key hashes every setting.
 
-A file is named ``<protocol>-<sha256>.npz`` under the cache folder. It is written to a temp file in the same folder,
-flushed, fsynced and moved into place with ``os.replace``, so a killed write never leaves a file under the final name.
+A file is named ``<protocol>-<sha256>.npz`` under the cache folder, written with ``files.atomic_write`` (a temp file
+in the same folder, fsynced, moved into place), so a killed write never leaves a file under the final name.
 Loading validates the contents (arrays present, shapes consistent, finite, settings equal to the requested ones);
 anything else is treated as a miss.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from galip_bench.files import atomic_write
 
 
 def canonical_json(settings: dict) -> str:
@@ -64,21 +65,8 @@ class StatsCache:
         return arrays
 
     def save(self, settings: dict, **arrays) -> Path:
-        path = self.path(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, settings_json=np.array(canonical_json(settings)),
-                         **{k: np.asarray(v) for k, v in arrays.items()})
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        payload = {"settings_json": np.array(canonical_json(settings)), **{k: np.asarray(v) for k, v in arrays.items()}}
+        return atomic_write(self.path(settings), lambda f: np.savez(f, **payload))
 
     def get_or_compute(self, settings: dict, compute) -> dict:
         """Load the entry for ``settings`` or call ``compute() -> dict of arrays`` and store it."""

@@ -6,10 +6,12 @@ Nothing downloads unless ``allow_download=True`` (the CLI's ``--allow-download``
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from galip_bench.errors import UserError
 
@@ -50,16 +52,45 @@ WEIGHTS = {
 
 
 def _torch_checkpoints_dir() -> Path:
-    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return Path(torch_home).expanduser() / "hub" / "checkpoints"
+    """torch.hub's checkpoint folder ($TORCH_HOME/hub/checkpoints), read at call time."""
+    import torch.hub
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _hf_hub_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(hf_home).expanduser() / "hub"
+    """The Hugging Face hub cache (huggingface_hub's HF_HUB_CACHE, from HF_HOME / HF_HUB_CACHE at import)."""
+    from huggingface_hub import constants
+    return Path(constants.HF_HUB_CACHE)
+
+
+CLIP_HINT = ("the OpenAI CLIP ViT-B/32 checkpoint ViT-B-32.pt (from the openai/CLIP repository's model list, or "
+             "~/.cache/clip/ViT-B-32.pt after `clip.load('ViT-B/32')` on a machine with internet)")
+OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def read_clip_state_dict(path) -> dict:
+    """The one reader of CLIP weight files: OpenAI's TorchScript archive as released, a plain OpenAI-format
+    state_dict, or open_clip's safetensors / .bin copy; returns an OpenAI-key state_dict (as open_clip uses)."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"CLIP weights {path} not found: expected {CLIP_HINT}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        elif zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
+            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    except Exception as err:
+        raise UserError(f"CLIP weights {path} could not be read ({type(err).__name__}): corrupt file?") from None
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()
+          if k not in OPENAI_EXTRA_KEYS}
+    if "visual.conv1.weight" not in sd or "visual.proj" not in sd:
+        raise UserError(f"{path} is not an OpenAI-format CLIP ViT state_dict (no visual.conv1.weight/visual.proj)")
+    return sd
 
 
 def candidate_paths(spec: WeightSpec, weights_dir: str | os.PathLike | None) -> list[Path]:
@@ -102,22 +133,6 @@ class WeightsResolver:
         return resolve_weights(name, self.weights_dir, protocol, self.allow_download)
 
 
-_HASHES: dict[tuple, str] = {}
-
-
-def file_sha256(path) -> str:
-    """sha256 of a weight file (memoised per path, size and mtime); part of reference-statistics cache keys."""
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
 def weights_report(needs: dict, weights_dir=None) -> list[dict]:
     """Rows for ``galip-bench weights``: for ``needs`` = {protocol: [weights names]}, what was found where."""
     rows = []
@@ -131,8 +146,7 @@ def weights_report(needs: dict, weights_dir=None) -> list[dict]:
 
 
 def format_weights_report(rows: list[dict]) -> str:
-    lines = [f"{'protocol':<18} {'weights':<22} status"]
-    for r in rows:
-        status = f"found {r['found']}" if r["found"] else f"MISSING {r['file']} <- {r['url']}"
-        lines.append(f"{r['protocol']:<18} {r['weights']:<22} {status}")
-    return "\n".join(lines)
+    df = pd.DataFrame([{"protocol": r["protocol"], "weights": r["weights"],
+                        "status": f"found {r['found']}" if r["found"] else f"MISSING {r['file']} <- {r['url']}"}
+                       for r in rows])
+    return df.to_string(index=False, justify="left")

@@ -7,23 +7,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from galip_bench import results
-from galip_bench.atomic import atomic_write_text
+from galip_bench.runs import results
+from galip_bench.files import atomic_write_text
 from galip_bench.provenance import git_commit, library_versions
 from galip_bench.report import plots, tables
-from galip_bench.report.html import markdown_to_html
-from galip_bench.rundir import RunDir
+from galip_bench.report.html import report_html
+from galip_bench.runs.rundir import RunDir
 
 __all__ = ["build_report", "load_runs", "tables", "plots"]
-
-
-def _config(path) -> dict:
-    try:
-        return yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
 
 
 def load_runs(grid_root, variant_order=None) -> tuple:
@@ -31,7 +23,7 @@ def load_runs(grid_root, variant_order=None) -> tuple:
     where status.json lacks them (a run that never started); runs in the grid YAML's variant order when given."""
     runs = results.collect(grid_root)
     recs = results.metric_records(grid_root)
-    configs = {p.name: _config(p) for p in results.run_dirs(grid_root)}
+    configs = {p.name: RunDir(p).read_config() for p in results.run_dirs(grid_root)}
     statuses = {p.name: RunDir(p).status() for p in results.run_dirs(grid_root)}
     if not runs.empty:
         runs["variant"] = [v if isinstance(v, str) else configs[r].get("variant", "default")
@@ -56,8 +48,8 @@ def _subset(small, big) -> bool:
 
 
 def infer_profile(configs: dict):
-    """The profile (galip_bench.profiles) every run's resolved config agrees with, if any."""
-    from galip_bench.profiles import PROFILES
+    """The profile (galip_bench.config.profiles) every run's resolved config agrees with, if any."""
+    from galip_bench.config.profiles import PROFILES
     found = [name for name, prof in PROFILES.items()
              if configs and all(_subset(prof, c) for c in configs.values())]
     return found[0] if found else None
@@ -184,7 +176,7 @@ def build_report(grid_root, out_dir, grid: str = None, info: dict = None, refere
     text = "\n".join(md).rstrip() + "\n"
     paths = {"report.md": atomic_write_text(out_dir / "report.md", text),
              "report.html": atomic_write_text(out_dir / "report.html",
-                                              markdown_to_html(text, out_dir, f"galip-bench report: {grid}")),
+                                              report_html(text, out_dir, f"galip-bench report: {grid}")),
              "table.csv": atomic_write_text(out_dir / "table.csv", table.to_csv(index=False)),
              "table.tex": atomic_write_text(out_dir / "table.tex", tables.latex_tables(table, grid) if not table.empty
                                             else f"% grid {grid}: no metric records yet\n")}

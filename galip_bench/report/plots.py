@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from galip_bench.atomic import atomic_write  # noqa: E402
+from galip_bench.files import atomic_write  # noqa: E402
 
 
 def _save(fig, path) -> Path:

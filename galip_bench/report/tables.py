@@ -208,32 +208,25 @@ def protocol_frame(table: pd.DataFrame, proto: str) -> pd.DataFrame:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    """A pipe table (pandas/tabulate), with `|` inside cells escaped."""
+    return df.map(lambda v: str(v).replace("|", "\\|")).to_markdown(index=False, tablefmt="pipe",
+                                                                     disable_numparse=True)
 
 
-def _tex(text) -> str:
-    text = str(text)
-    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#"), ("_", "\\_")):
-        text = text.replace(a, b)
-    for a, b in (("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("†", "$^\\dagger$"), ("–", "--"), ("↓", "$\\downarrow$"),
-                 ("↑", "$\\uparrow$")):
-        text = text.replace(a, b)
-    return text
+# LaTeX for the symbols our cells use (after pandas has escaped the text)
+TEX_SYMBOLS = {"±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^\\dagger$", "–": "--", "↓": "$\\downarrow$",
+               "↑": "$\\uparrow$", "≠": "$\\neq$"}
 
 
 def latex_tables(table: pd.DataFrame, grid: str) -> str:
-    """booktabs tabulars, one per protocol."""
-    out = [f"% galip-bench report of grid {grid}: final (and best) values, mean $\\pm$ std over seeds",
+    """booktabs tables (pandas `to_latex`), one per protocol."""
+    out = [f"% galip-bench report of grid {grid}: final (and best) values, mean ± std over seeds",
            "% needs \\usepackage{booktabs}"]
     for proto in dict.fromkeys(table["protocol"]):
-        df = protocol_frame(table, proto).drop(columns=["runs"])
-        out += ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex(grid)}: {_tex(proto)}}}",
-                "\\begin{tabular}{l" + "r" * (len(df.columns) - 1) + "}", "\\toprule",
-                " & ".join(_tex(c) for c in df.columns) + " \\\\", "\\midrule"]
-        out += [" & ".join(_tex(v) for v in row) + " \\\\" for row in df.itertuples(index=False)]
-        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
-    return "\n".join(out)
+        df = protocol_frame(table, proto).drop(columns=["runs"]).astype(str)
+        out.append(df.to_latex(index=False, escape=True, caption=f"{grid}: {proto}", position="t",
+                               column_format="l" + "r" * (len(df.columns) - 1)))
+    text = "\n".join(out)
+    for symbol, tex in TEX_SYMBOLS.items():
+        text = text.replace(symbol, tex)
+    return text

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from galip_bench.checkpoint import load_nets, read_checkpoint, save_checkpoint
-from galip_bench.clip_weights import build_clip
+from galip_bench.checkpoints import load_nets, read_checkpoint, save_checkpoint
+from galip_bench.checkpoints.clip import build_clip
 from galip_bench.data import build_dataset, dataset_id
 from galip_bench.devices import resolve_device
 from galip_bench.errors import UserError
-from galip_bench.rundir import RunDir
+from galip_bench.runs.rundir import RunDir
 from galip_bench.train import distributed
 from galip_bench.train.amp import AMP
 from galip_bench.train.batches import Batches, seed_step

@@ -3,7 +3,7 @@ import torch
 from torchvision.utils import make_grid
 from torchvision.transforms.functional import to_pil_image
 
-from galip_bench.atomic import atomic_write
+from galip_bench.files import atomic_write
 from galip_bench.data import build_dataset, tokenize
 
 

@@ -9,10 +9,10 @@ import submitit
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from galip_bench import results
-from galip_bench.config import merge_onto, to_object
-from galip_bench.rundir import RunDir
-from galip_bench.schema import RunConfig, SiteConfig
+from galip_bench.runs import results
+from galip_bench.config.io import merge_onto, to_object
+from galip_bench.runs.rundir import RunDir
+from galip_bench.config.schema import RunConfig, SiteConfig
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -27,7 +27,6 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         import torch
 
-        from galip_bench.evaluation.driver import Evaluator
         from galip_bench.train.loop import train_run
 
         # torch starts one thread per core of the machine; jobs sharing it (a SLURM node without CPU binding,
@@ -40,10 +39,7 @@ class RunJob(submitit.helpers.Checkpointable):
         cfg = to_object(merge_onto(RunConfig, OmegaConf.create(self.conf_yaml), source=self.run_path))
         site = to_object(merge_onto(SiteConfig, OmegaConf.create(self.site_yaml), source="site"))
         run_dir = RunDir(self.run_path)
-        make_evaluator = None
-        if cfg.eval.protocols:
-            make_evaluator = lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device,  # noqa
-                                                      self.allow_download, self.progress)
+        make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress)
         try:
             out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache)
         except BaseException as err:
@@ -59,6 +55,23 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs):
         return submitit.helpers.DelayedSubmission(self)
+
+
+def evaluator_factory(cfg, site, allow_download: bool = False, progress: bool = True):
+    """`make_evaluator(device)` for train_run (None without protocols): the run's evaluation, on rank 0."""
+    if not cfg.eval.protocols:
+        return None
+    from galip_bench.evaluation.driver import Evaluator
+    return lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device, allow_download, progress)
+
+
+def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool = False) -> dict:
+    """Train one run of a grid in this process (no executor), in the same run folder `launch` uses."""
+    from galip_bench.train.loop import train_run
+    run_dir = RunDir(Path(site.paths.runs) / grid_name / run.run_id)
+    run_dir.write_config(run.conf)
+    out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download), cache_dir=site.paths.cache)
+    return {**out, "folder": run_dir.path}
 
 
 def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):

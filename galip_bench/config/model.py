@@ -1,7 +1,7 @@
 """The `model:` section of a config file as a models.GALIPConfig."""
 from omegaconf import OmegaConf
 
-from galip_bench.config import dotlist, merge_onto, read_yaml, to_object
+from galip_bench.config.io import dotlist, merge_onto, read_yaml, to_object
 from galip_bench.errors import UserError
 from models import GALIPConfig
 

@@ -56,3 +56,12 @@ def to_object(conf, source: str = "config"):
         return OmegaConf.to_object(conf)
     except OmegaConfBaseException as err:
         raise UserError(f"{source}: {_describe(err)}") from None
+
+
+def read_data_section(path):
+    """The `data:` section of a YAML file as a DataConfig (unknown keys / wrong types name the key and file)."""
+    from galip_bench.config.schema import DataConfig
+    conf = read_yaml(path)
+    if "data" not in conf:
+        raise UserError(f"{path} has no `data:` section (e.g. `data: {{kind: coco, root: data/coco}}`)")
+    return to_object(merge_onto(DataConfig, conf["data"], source=path), path)

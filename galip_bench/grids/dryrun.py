@@ -61,3 +61,14 @@ def describe_run(run, site, grid) -> list:
         n = f"N={r['n']:,}" if r["n"] is not None else "N=?"
         lines.append(f"  {r['protocol']:<16} {n:<10} {r['plan']}; reference: {r['reference']}")
     return lines
+
+
+def describe_grid(grid, site, details: bool = True) -> list:
+    """The header, one line per run and (with `details`) each run's resolved plan."""
+    lines = [f"grid {grid.name}: {len(grid.runs)} run(s), executor {site.executor}"
+             + (f", profile {grid.profile}" if grid.profile else "") + f", folder {site.paths.runs}/{grid.name}"]
+    for r in grid.runs:
+        lines.append(f"  {r.run_id}  {r.name}  seed {r.seed}")
+        if details:
+            lines += [f"      {line}" for line in describe_run(r, site, grid)]
+    return lines

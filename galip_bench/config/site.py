@@ -2,10 +2,10 @@
 import os
 from pathlib import Path
 
-from galip_bench.config import merge_onto, read_yaml, to_object
+from galip_bench.config.io import merge_onto, read_yaml, to_object
 from galip_bench.errors import UserError
-from galip_bench.profiles import SITE_PROFILES
-from galip_bench.schema import SiteConfig
+from galip_bench.config.profiles import SITE_PROFILES
+from galip_bench.config.schema import SiteConfig
 
 
 def load_site(path=None, profile: str = None, executor: str = None) -> SiteConfig:

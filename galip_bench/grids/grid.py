@@ -8,10 +8,11 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from galip_bench.config import dotlist, merge_onto, read_yaml, to_object
+from galip_bench.config.io import dotlist, merge_onto, read_yaml, to_object
 from galip_bench.errors import UserError
-from galip_bench.profiles import PROFILES
-from galip_bench.schema import RunConfig, resolve_run_config
+from galip_bench.config.profiles import PROFILES
+from galip_bench.config.resolve import resolve_run_config
+from galip_bench.config.schema import RunConfig
 
 GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile"}
 
@@ -130,3 +131,34 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
     if not runs:
         raise UserError(f"{path}: the grid expands to no runs")
     return Grid(name, path, runs, dict(raw.get("slurm") or {}), raw.get("executor"), profile)
+
+
+def grid_folder(grid_arg: str, site) -> Path:
+    """runs/<grid>/ of a grid given by name or by its YAML file; a UserError when it has no runs yet."""
+    name = load_grid(grid_arg).name if str(grid_arg).endswith((".yaml", ".yml")) else grid_arg
+    root = Path(site.paths.runs) / name
+    if not root.exists():
+        raise UserError(f"no runs for grid '{name}' under {root}: run `galip-bench run` first")
+    return root
+
+
+def grid_info(grid_arg: str) -> dict:
+    """Name, description, profile and executor from the grid YAML (given, or ablations/<name>.yaml if present)."""
+    path = Path(grid_arg) if grid_arg.endswith((".yaml", ".yml")) else Path("ablations") / f"{grid_arg}.yaml"
+    if not path.is_file():
+        return {}
+    raw = read_yaml(path)
+    return {"path": str(path), "name": str(raw.get("name") or path.stem), "description": raw.get("description"),
+            "profile": raw.get("profile"), "executor": raw.get("executor"),
+            "variants": [str(v.get("name")) for v in (raw.get("variants") or []) if hasattr(v, "get")]}
+
+
+def select_run(grid: Grid, variant=None, seed=None) -> Run:
+    """The run of a grid named by `variant` (as `run --dry-run` lists it) and grid `seed`; the only run by default."""
+    runs = [r for r in grid.runs if (variant is None or r.name == variant) and (seed is None or r.seed == seed)]
+    if variant is None and seed is None and len(grid.runs) > 1:
+        raise UserError(f"{grid.path} has {len(grid.runs)} runs: pick one with --variant "
+                        f"({', '.join(sorted({r.name for r in grid.runs}))})")
+    if not runs:
+        raise UserError(f"{grid.path}: no run named {variant!r} (have: {', '.join(r.name for r in grid.runs)})")
+    return runs[0]

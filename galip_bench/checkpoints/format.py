@@ -1,21 +1,15 @@
-"""Our checkpoint format (format version, model config, the three nets, optimiser and scaler state, step), and the
-one model loader every command uses (`load_model`: ours, official, or a random init of a config). Written
+"""Our checkpoint format: format version, model config, the three nets, optimiser and scaler state, step. Written
 atomically; read back with clear errors for missing, corrupt or mismatching files. No RNG state is stored: every
 training step reseeds from (seed, rank, step)."""
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
-from galip_bench.atomic import atomic_torch_save
-from galip_bench.clip_weights import build_clip
-from galip_bench.config import merge_onto, to_object
+from galip_bench.config.io import merge_onto, to_object
 from galip_bench.errors import UserError
-from galip_bench.metrics.weights import file_sha256
-from galip_bench.modelcfg import model_config as read_model_config
-from models import GALIP, GALIPConfig
+from galip_bench.files import atomic_torch_save
+from models import GALIPConfig
 from models.galip import NETS, CheckpointMismatch, ClipWeightsMismatch, check_state_dict
 
 FORMAT = "galip-bench"
@@ -88,39 +82,3 @@ def load_official_nets(galip, ckpt: dict, source: str = "checkpoint", check_clip
                         "pass --allow-clip-mismatch to use these anyway") from None
     except CheckpointMismatch as err:
         raise UserError(f"{source}: {err}") from None
-
-
-@dataclass
-class LoadedModel:
-    galip: GALIP
-    kind: str                  # ours | official | config (random init, no checkpoint)
-    step: Optional[int]
-    path: Optional[str]
-    sha256: Optional[str]
-
-    def provenance(self) -> dict:
-        return {"checkpoint": self.path, "checkpoint_sha256": self.sha256, "checkpoint_format": self.kind}
-
-
-def load_model(checkpoint=None, *, model_config=None, overrides=(), clip_weights=None, device="cpu",
-               allow_clip_mismatch: bool = False) -> LoadedModel:
-    """The model of a galip-bench checkpoint, an official GALIP checkpoint (described by `model_config`, a YAML
-    `model:` section, and `overrides`; the paper model by default) or, without a checkpoint, a random init of that
-    config. `clip_weights` overrides the CLIP weights file (official checkpoints need one; without a checkpoint a
-    random-init CLIP is used when none is given). An official checkpoint's CLIP-ViT copy must equal the CLIP
-    weights loaded here unless `allow_clip_mismatch`."""
-    kind, ckpt = read_checkpoint(checkpoint) if checkpoint is not None else ("config", None)
-    cfg = config_of(ckpt, str(checkpoint)) if kind == "ours" else read_model_config(model_config, overrides)
-    if clip_weights:
-        cfg.clip.pretrained = str(clip_weights)
-    elif kind == "config" and cfg.clip.model != "tiny":
-        cfg.clip.pretrained = cfg.clip.pretrained or "random"
-    galip = GALIP(cfg, clip=build_clip(cfg.clip, taps=cfg.d_taps, device=device))
-    if kind == "ours":
-        load_nets(galip, ckpt, str(checkpoint))
-    elif kind == "official":
-        from_file = cfg.clip.model != "tiny" and cfg.clip.pretrained not in (None, "random")
-        load_official_nets(galip, ckpt, str(checkpoint), check_clip=from_file and not allow_clip_mismatch)
-    step = None if ckpt is None else ckpt.get("step", ckpt.get("epoch"))
-    path = str(Path(checkpoint).resolve()) if checkpoint is not None else None
-    return LoadedModel(galip.to(device).eval(), kind, step, path, file_sha256(checkpoint) if path else None)

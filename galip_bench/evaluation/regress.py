@@ -7,6 +7,8 @@ import math
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import PROTOCOLS, direction, metric_direction
 
@@ -132,12 +134,11 @@ def _value(record) -> float:
 
 
 def format_table(rows) -> str:
-    head = ["protocol", "metric", "old", "new", "delta", "tolerance", "verdict"]
-    body = [[r["protocol"], r["metric"], f"{r['old']:.6g}", f"{r['new']:.6g}", f"{r['delta']:+.6g}", r["tolerance"],
-             r["verdict"].upper() if r["verdict"] in ("regressed", "missing") else r["verdict"]] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head] + body]
-    return "\n".join(lines)
+    """The verdict rows as a plain-text table; regressed and missing verdicts in capitals."""
+    df = pd.DataFrame(rows, columns=["protocol", "metric", "old", "new", "delta", "tolerance", "verdict"])
+    df["verdict"] = [v.upper() if v in ("regressed", "missing") else v for v in df["verdict"]]
+    return df.to_string(index=False, formatters={"old": "{:.6g}".format, "new": "{:.6g}".format,
+                                                 "delta": "{:+.6g}".format})
 
 
 # ---- baselines ------------------------------------------------------------------------------------------------------

@@ -1,10 +1,25 @@
-"""The resolved configuration of one run, and the site defaults of bench.yaml, as omegaconf structured dataclasses."""
+"""The configuration schemas, as omegaconf structured dataclasses: one run (model, data, train, eval) and the site
+defaults of bench.yaml. What follows from other settings is filled in by `config.resolve`."""
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from galip_bench.data.config import DataConfig
-from galip_bench.errors import UserError
 from models import GALIPConfig
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"           # synthetic | cub | coco | captions | webdataset
+    root: Optional[str] = None        # dataset folder (cub, coco, captions)
+    size: Optional[int] = None        # image side fed to the model; None: follows the model (the official canvas:
+                                      # 256 for the 224 px generator; config.resolve.canvas_size)
+    seed: int = 0                     # synthetic scenes
+    num_train: int = 2000             # synthetic split sizes
+    num_test: int = 500
+    shards: Optional[str] = None      # webdataset brace pattern, e.g. "cc12m/{00000..01242}.tar"
+    test_shards: Optional[str] = None # webdataset shards of the test split (default: `shards`)
+    manifest: Optional[str] = None    # captions kind: JSONL/CSV manifest (else a folder of image + .txt pairs)
+    skip_corrupt: bool = False        # skip (and count) images that do not decode instead of stopping
+    embedding_cache: bool = False     # cache sentence embeddings per (dataset, split, CLIP weights)
 
 
 @dataclass
@@ -44,6 +59,7 @@ class EvalConfig:
     seed: int = 0                       # noise stream and caption choices
     reference: str = "auto"             # GALIP-protocol statistics: auto (GALIP's released npz when the dataset has
                                         # it, else the test split), npz (required), split
+    bootstrap: int = 100                # resamples of the generated features for each FID's 95% interval (0: off)
     extractor: str = "default"          # default | tiny (random-init small extractors for the smoke profile)
     data: Optional[DataConfig] = None   # evaluation captions/references when they differ from the training data
 
@@ -90,55 +106,3 @@ class SiteConfig:
     max_local_parallel: int = 1         # local executor: runs trained at once
     local_timeout_min: int = 60 * 24 * 7  # local executor: wall-clock limit of one run
 
-
-def canvas_size(img_size: int) -> int:
-    """The training canvas for a generator output size: the power of two at or above it, as the official code
-    trains its 224 px generator on 256 px crops (cfg imsize 256)."""
-    return 1 << max(int(img_size) - 1, 1).bit_length()
-
-
-def _check_range(section: str, obj, minimum: dict) -> None:
-    for name, low in minimum.items():
-        value = getattr(obj, name)
-        if value is not None and value < low:
-            raise UserError(f"{section}.{name} must be at least {low}, got {value}")
-
-
-def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
-    """Fill what follows from other settings (data sizes follow the model) and refuse what cannot run: ranges,
-    a training length that is not exactly one of steps/epochs, and data smaller than the generator's output."""
-    tc = cfg.train
-    if (tc.steps is None) == (tc.epochs is None):
-        both = f"train.steps={tc.steps} and train.epochs={tc.epochs}"
-        raise UserError(f"{source}: set exactly one of train.steps and train.epochs (got {both}; "
-                        "set the other to null)")
-    try:
-        _check_range("train", tc, {"steps": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1, "ckpt_every": 1,
-                                   "keep_ckpts": 1, "log_every": 1, "sample_every": 0, "eval_every": 0,
-                                   "num_sample_images": 1, "threads": 0})
-        _check_range("eval", cfg.eval, {"num_samples": 2, "passes": 1, "batch_size": 1})
-        for name in ("lr_g", "lr_d"):
-            if getattr(tc, name) <= 0:
-                raise UserError(f"train.{name} must be positive, got {getattr(tc, name)}")
-        if tc.batch_size % tc.grad_accum:
-            raise UserError(f"train.batch_size={tc.batch_size} is not divisible by train.grad_accum={tc.grad_accum}")
-        if cfg.eval.num_samples is not None and cfg.eval.passes is not None:
-            raise UserError("eval.num_samples and eval.passes are exclusive (a fixed N, or passes of the official "
-                            "test loop)")
-        for section, data in (("data", cfg.data), ("eval.data", cfg.eval.data)):
-            if data is not None:
-                resolve_data_size(data, cfg.model.img_size, section)
-    except UserError as err:
-        raise UserError(f"{source}: {err}") from None
-    return cfg
-
-
-def resolve_data_size(data, img_size: int, section: str = "data"):
-    """data.size None -> the canvas of the generator; a size under the generator's output is refused."""
-    if data.size is None:
-        data.size = canvas_size(img_size)
-    if data.size < img_size:
-        raise UserError(f"{section}.size={data.size} is smaller than the generator's output model.img_size="
-                        f"{img_size}: real images would be upsampled for D and for the reference statistics; "
-                        f"use at least {img_size} (the official canvas for it is {canvas_size(img_size)})")
-    return data

@@ -14,9 +14,10 @@ import socket
 import time
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
-from galip_bench.atomic import atomic_write_json, atomic_write_text
+from galip_bench.files import atomic_write_json, atomic_write_text
 
 STATES = ("pending", "running", "finished", "failed")
 
@@ -48,8 +49,12 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(conf, resolve=True))
 
-    def read_config(self):
-        return OmegaConf.load(self.path / "config.yaml")
+    def read_config(self) -> dict:
+        """The resolved config as plain containers ({} when the file is missing or unreadable)."""
+        try:
+            return OmegaConf.to_container(OmegaConf.load(self.path / "config.yaml")) or {}
+        except (OSError, ValueError, yaml.YAMLError):
+            return {}
 
     def status(self) -> dict:
         try:

@@ -1,5 +1,6 @@
-"""Atomic writes: write a temp file in the destination folder, fsync, then os.replace. A killed process leaves
-either the old file or the new one, never a half-written file under the final name."""
+"""Files: atomic writes (a temp file in the destination folder, fsync, then os.replace: a killed process leaves
+either the old file or the new one, never a half-written file under the final name) and content hashes."""
+import hashlib
 import json
 import os
 import tempfile
@@ -35,3 +36,19 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+_HASHES: dict = {}
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (memoised per path, size and mtime): checkpoints, weights, statistics."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]

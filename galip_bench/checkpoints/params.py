@@ -1,0 +1,35 @@
+"""Parameter tables of model configs: trainable and frozen counts per net, for one config or for every combination
+of the ablation switches."""
+import itertools
+from dataclasses import replace
+
+import pandas as pd
+
+from galip_bench.checkpoints.clip import build_clip
+from models import GALIP, parameter_counts
+
+SWITCHES = dict(d_backbone=["clip", "scratch"], mate_d=[True, False], g_clip_vit=[True, False],
+                bridge=[True, False], prompts=[True, False])
+
+
+def count_row(cfg, clip) -> dict:
+    counts = parameter_counts(GALIP(cfg, clip=clip))
+    row = {f"{net} {kind}": counts[net][kind] for net in ("netG", "netD", "netC") for kind in ("trainable", "frozen")}
+    row["CLIP (frozen)"] = counts["clip"]["frozen"]
+    row["total trainable"] = sum(counts[n]["trainable"] for n in ("netG", "netD", "netC"))
+    return row
+
+
+def parameter_table(cfg, switches: bool = False) -> pd.DataFrame:
+    """One row per net and kind for `cfg`, or (`switches`) one row per switch combination (random-init CLIP)."""
+    clip = build_clip(replace(cfg.clip, pretrained="random") if cfg.clip.model != "tiny" else cfg.clip,
+                      taps=cfg.d_taps)
+    if not switches:
+        return pd.DataFrame([count_row(cfg, clip)]).T.rename(columns={0: "parameters"})
+    rows = []
+    for values in itertools.product(*SWITCHES.values()):
+        combo = dict(zip(SWITCHES, values))
+        if combo["d_backbone"] == "scratch" and not combo["mate_d"]:
+            continue  # mate_d only concerns the CLIP backbone
+        rows.append({**combo, **count_row(replace(cfg, **combo), clip)})
+    return pd.DataFrame(rows)

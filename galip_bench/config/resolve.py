@@ -1,0 +1,57 @@
+"""What follows from other settings, and what cannot run: the data size follows the model, a run's length is
+exactly one of steps or epochs, and every numeric field is in range. Applied to every grid run and evaluation."""
+from galip_bench.config.schema import RunConfig
+from galip_bench.errors import UserError
+
+
+def canvas_size(img_size: int) -> int:
+    """The training canvas for a generator output size: the power of two at or above it, as the official code
+    trains its 224 px generator on 256 px crops (cfg imsize 256)."""
+    return 1 << max(int(img_size) - 1, 1).bit_length()
+
+
+def _check_range(section: str, obj, minimum: dict) -> None:
+    for name, low in minimum.items():
+        value = getattr(obj, name)
+        if value is not None and value < low:
+            raise UserError(f"{section}.{name} must be at least {low}, got {value}")
+
+
+def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
+    """Fill what follows from other settings (data sizes follow the model) and refuse what cannot run: ranges,
+    a training length that is not exactly one of steps/epochs, and data smaller than the generator's output."""
+    tc = cfg.train
+    if (tc.steps is None) == (tc.epochs is None):
+        both = f"train.steps={tc.steps} and train.epochs={tc.epochs}"
+        raise UserError(f"{source}: set exactly one of train.steps and train.epochs (got {both}; "
+                        "set the other to null)")
+    try:
+        _check_range("train", tc, {"steps": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1, "ckpt_every": 1,
+                                   "keep_ckpts": 1, "log_every": 1, "sample_every": 0, "eval_every": 0,
+                                   "num_sample_images": 1, "threads": 0})
+        _check_range("eval", cfg.eval, {"num_samples": 2, "passes": 1, "batch_size": 1, "bootstrap": 0})
+        for name in ("lr_g", "lr_d"):
+            if getattr(tc, name) <= 0:
+                raise UserError(f"train.{name} must be positive, got {getattr(tc, name)}")
+        if tc.batch_size % tc.grad_accum:
+            raise UserError(f"train.batch_size={tc.batch_size} is not divisible by train.grad_accum={tc.grad_accum}")
+        if cfg.eval.num_samples is not None and cfg.eval.passes is not None:
+            raise UserError("eval.num_samples and eval.passes are exclusive (a fixed N, or passes of the official "
+                            "test loop)")
+        for section, data in (("data", cfg.data), ("eval.data", cfg.eval.data)):
+            if data is not None:
+                resolve_data_size(data, cfg.model.img_size, section)
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    return cfg
+
+
+def resolve_data_size(data, img_size: int, section: str = "data"):
+    """data.size None -> the canvas of the generator; a size under the generator's output is refused."""
+    if data.size is None:
+        data.size = canvas_size(img_size)
+    if data.size < img_size:
+        raise UserError(f"{section}.size={data.size} is smaller than the generator's output model.img_size="
+                        f"{img_size}: real images would be upsampled for D and for the reference statistics; "
+                        f"use at least {img_size} (the official canvas for it is {canvas_size(img_size)})")
+    return data
