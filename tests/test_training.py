@@ -47,7 +47,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
 def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "g.yaml"
-    grid.write_text(GRID.replace("eval: {protocols: []}", "eval: {protocols: [clip_score_galip, fid_galip]}"))
+    grid.write_text(GRID.replace("eval: {protocols: []}", "eval: {protocols: [clip_score_galip, fid_galip, speed]}"))
     cli = ["run", str(grid), "--executor", "debug"] + [a for o in SMALL + ["eval.num_samples=72", "eval.batch_size=24"]
                                                         for a in ("--set", o)]
     assert main(cli) == 0
@@ -56,8 +56,11 @@ def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypa
     run_dir = RunDir(runs[0].parent)
     assert run_dir.status()["state"] == "finished"
     records = read_jsonl(run_dir.metrics)
-    assert {r["protocol"] for r in records} == {"clip_score_galip", "fid_galip"}
-    assert all(r["step"] == 12 and r["settings"]["num_samples"] == 72 for r in records)
+    assert {r["protocol"] for r in records} == {"clip_score_galip", "fid_galip", "speed"}
+    quality = [r for r in records if r["protocol"] != "speed"]
+    assert all(r["step"] == 12 and r["settings"]["num_samples"] == 72 for r in quality)
+    speed = {r["metric"]: r["value"] for r in records if r["protocol"] == "speed"}  # timed once, at the end
+    assert speed["latency_ms"] > 0 and speed["throughput_img_s"] > 0 and speed["params_netG_trainable"] > 0
     assert (run_dir.samples_dir / "step_00000012.png").exists()
     capsys.readouterr()
     assert main(cli) == 0

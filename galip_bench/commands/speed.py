@@ -21,9 +21,10 @@ def add_arguments(p):
     p.add_argument("--allow-clip-mismatch", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--bench", help="site config (default: $GALIP_BENCH_CONFIG or ./bench.yaml)")
-    p.add_argument("--batch-sizes", default="1,8,32,64,128,256")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-sizes", help="comma-separated batch sizes (default: 1,8,32,64,128,256 on a GPU, "
+                                          "1,4,16 on a CPU)")
+    p.add_argument("--repeats", type=int, help="timed calls per batch size (default: 10 on a GPU, 5 on a CPU)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
     p.add_argument("--out", help="write the JSON records here")
     p.set_defaults(allow_download=False)
 
@@ -39,10 +40,10 @@ def _batch_sizes(text) -> tuple:
 
 
 def run(args) -> int:
-    if args.repeats < 1 or args.warmup < 0:
+    if (args.repeats is not None and args.repeats < 1) or args.warmup < 0:
         raise UserError("--repeats must be at least 1 and --warmup at least 0")
-    options = {"speed": {"batch_sizes": _batch_sizes(args.batch_sizes), "repeats": args.repeats,
-                         "warmup": args.warmup}}
+    options = {"speed": {"batch_sizes": _batch_sizes(args.batch_sizes) if args.batch_sizes else None,
+                         "repeats": args.repeats, "warmup": args.warmup}}
     records = evaluate_checkpoint(args.checkpoint, None, EvalConfig(protocols=["speed"]), load_site(args.bench),
                                   options=options, **model_source(args))
     values = {r["metric"]: r["value"] for r in records}

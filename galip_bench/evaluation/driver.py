@@ -234,9 +234,11 @@ class Evaluator:
                  **({"error": error} if error else {})} for m, v in values.items()]
 
     @torch.no_grad()
-    def __call__(self, galip, step: int = None) -> list:
+    def __call__(self, galip, step: int = None, final: bool = True) -> list:
+        """Records of every quality protocol at `step`; with `final`, the speed protocols' too (timed once)."""
+        speed = self.measure_speed(galip) if final else []
         if not self.protos:
-            return []
+            return speed
         t0 = time.time()
         was_training = galip.training
         galip.eval()
@@ -249,7 +251,7 @@ class Evaluator:
                     records += self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
         finally:
             galip.train(was_training)
-        return records
+        return records + speed
 
     @torch.no_grad()
     def measure_speed(self, galip) -> list:
@@ -258,7 +260,9 @@ class Evaluator:
         tokens = tokenize(SPEED_CAPTIONS).to(self.device)
         for p in self.speed:
             encode = lambda t: galip.clip.encode_text(t)[0].float()  # noqa: E731
-            result = p.measure(encode, galip.netG, tokens, galip.cfg.z_dim, self.device)
+            report = (lambda b, r: print(f"speed: batch {b}: {r['median_s'] * 1000:.1f} ms, {r['img_s']:.1f} img/s",
+                                         file=sys.stderr, flush=True)) if self.progress else None
+            result = p.measure(encode, galip.netG, tokens, galip.cfg.z_dim, self.device, report=report)
             values = {k: v for k, v in result.items() if isinstance(v, (int, float))}
             values.update({f"img_s_batch_{b}": v["img_s"] for b, v in result["per_batch"].items()})
             values.update({f"params_{net}_{kind}": n for net, counts in parameter_counts(galip).items()

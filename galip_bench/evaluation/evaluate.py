@@ -29,6 +29,6 @@ def evaluate_checkpoint(checkpoint, data_cfg, eval_cfg, site, *, device="auto", 
     if announce is not None:
         announce(evaluator.plan_lines())
     t0 = time.time()
-    records = evaluator(loaded.galip, loaded.step) + evaluator.measure_speed(loaded.galip)
+    records = evaluator(loaded.galip, loaded.step)
     context = {**loaded.provenance(), "device": str(device), "wall_s": time.time() - t0}
     return [{**r, **context} for r in records]

@@ -316,17 +316,25 @@ class Speed(Protocol):
     metrics = {"latency_ms": LOWER, "throughput_img_s": HIGHER}
     matches = "synthesis latency/throughput of text encoder + generator (warm-up, synchronised timing, median)"
     extractor = "n/a"
-    default_options = (("batch_sizes", (1, 8, 32, 64, 128, 256)), ("repeats", 10), ("warmup", 3))
+    default_options = (("batch_sizes", None), ("repeats", None), ("warmup", 3))
     gated = ("options",)
+    # batch sizes and repeats when not given: GPU-sized on a GPU, CPU-sized (minutes, not hours) on a CPU
+    DEVICE_DEFAULTS = {"cuda": {"batch_sizes": (1, 8, 32, 64, 128, 256), "repeats": 10},
+                       "cpu": {"batch_sizes": (1, 4, 16), "repeats": 5}}
 
     def settings_dict(self) -> dict:
         return {"protocol": self.name, "matches": self.matches, "seed": self.plan.seed,
                 "options": dict(self.options)}
 
-    def measure(self, encode_text, generator, tokens, noise_dim, device="cpu") -> dict:
+    def measure(self, encode_text, generator, tokens, noise_dim, device="cpu", report=None) -> dict:
+        """Time text encoding + generation; `report(batch, result)` is called as each batch size completes."""
         from galip_bench.metrics.speed import measure_speed
+        defaults = self.DEVICE_DEFAULTS["cuda" if torch.device(device).type == "cuda" else "cpu"]
+        for key, value in defaults.items():
+            if self.options[key] is None:
+                self.options[key] = value  # recorded as measured
         return measure_speed(encode_text, generator, tokens, noise_dim, device, self.option("batch_sizes"),
-                             self.option("repeats"), self.option("warmup"), self.plan.seed)
+                             self.option("repeats"), self.option("warmup"), self.plan.seed, report=report)
 
 
 # ---- look-ups ------------------------------------------------------------------------------------------------------

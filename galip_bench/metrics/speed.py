@@ -33,7 +33,8 @@ def _is_oom(err: BaseException) -> bool:
 
 @torch.no_grad()
 def measure_speed(encode_text, generator, tokens: torch.Tensor, noise_dim: int, device="cpu",
-                  batch_sizes=(1, 8, 32, 64, 128, 256), repeats: int = 10, warmup: int = 3, seed: int = 0) -> dict:
+                  batch_sizes=(1, 8, 32, 64, 128, 256), repeats: int = 10, warmup: int = 3, seed: int = 0,
+                  report=None) -> dict:
     """Latency (batch 1) and throughput (images/s at the largest batch in ``batch_sizes`` that fits in memory).
 
     ``tokens``: [N, L] token ids; rows are tiled to each batch size. Returns a dict with ``latency_ms`` (median
@@ -61,6 +62,8 @@ def measure_speed(encode_text, generator, tokens: torch.Tensor, noise_dim: int, 
             break  # larger batches will not fit either
         median = statistics.median(times)
         per_batch[bs] = {"median_s": median, "img_s": bs / median}
+        if report is not None:
+            report(bs, per_batch[bs])
     largest = max(per_batch)
     smallest = min(per_batch)
     return {

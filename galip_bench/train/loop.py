@@ -165,7 +165,7 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
                 sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
             if make_evaluator is not None and due(tc.eval_every):
                 if main:
-                    for record in evaluate(run.galip, step):
+                    for record in evaluate(run.galip, step, final=step == steps):
                         run_dir.append(run_dir.metrics, record)
                 distributed.barrier()
             if due(tc.ckpt_every):
