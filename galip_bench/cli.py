@@ -1,4 +1,6 @@
-"""`python -m galip_bench` / `galip-bench`: one subcommand per module under galip_bench/commands."""
+"""galip-bench: train GALIP ablation grids locally or on SLURM, evaluate any GALIP checkpoint with the paper's
+own protocols (FID, zero-shot FID, CLIP score) and the standard ones (FID, KID, clean-fid, speed), gate new
+checkpoints against a baseline, and report the results as tables and plots."""
 import argparse
 import importlib
 import sys
@@ -6,9 +8,17 @@ import traceback
 
 from galip_bench.errors import UserError
 
-# name -> (module under galip_bench.commands or None while not delivered, one-line help)
+EPILOG = """first steps:
+  galip-bench grids                                          the shipped grids and what they compare
+  galip-bench run ablations/smoke.yaml --profile smoke       the embedded default: CPU, no data, no weights
+  galip-bench run ablations/paper_table1_coco.yaml --dry-run what a paper grid will do, before any GPU time
+  galip-bench eval --checkpoint C --data D.yaml              evaluate a checkpoint (ours or official)
+add --debug to any command for the traceback of an error"""
+
+# name -> (module under galip_bench.commands, one-line help)
 COMMANDS = {
-    "run": ("run", "train and evaluate an ablation grid from YAML (locally or on SLURM)"),
+    "grids": ("grids", "list the shipped ablation grids: what each compares and its runs"),
+    "run": ("run", "train and evaluate an ablation grid from YAML (locally or on SLURM); --dry-run shows the plan"),
     "train": ("train", "train a single run"),
     "eval": ("eval", "evaluate a checkpoint (ours or official) with named metric protocols"),
     "report": ("report", "build tables and plots for a grid"),
@@ -16,22 +26,20 @@ COMMANDS = {
     "speed": ("speed", "measure synthesis latency and throughput"),
     "status": ("status", "show the state of each run of a grid"),
     "convert": ("convert", "convert checkpoints between the official GALIP format and ours"),
-    "data": ("data", "validate a dataset and write a sample grid: data check CONFIG"),
+    "data": ("data", "validate a dataset (data check CONFIG) or write a rehearsal COCO tree (data fake-coco DIR)"),
     "weights": ("weights", "list the weight files each metric protocol needs and which were found"),
     "params": ("params", "print trainable/frozen parameter counts of a model config"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="galip-bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="galip-bench", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        if module is None:
-            p = sub.add_parser(name, help=f"{help_text} (not available yet)", add_help=False)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         importlib.import_module(f"galip_bench.commands.{module}").add_arguments(p)
     return parser
 
@@ -47,9 +55,6 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     module, _ = COMMANDS[args.command]
-    if module is None:
-        print(f"galip-bench {args.command}: not available yet in this version", file=sys.stderr)
-        return 2
     try:
         return importlib.import_module(f"galip_bench.commands.{module}").run(args) or 0
     except UserError as err:

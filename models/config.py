@@ -48,3 +48,8 @@ class GALIPConfig:
             raise ValueError("prompts=True needs at least one entry in prompt_layers")
         if self.img_size < 8:
             raise ValueError(f"img_size must be at least 8, got {self.img_size}")
+        for name in ("z_dim", "cond_dim", "ngf", "bridge_ch", "bridge_mid_ch", "d_out_ch", "c_hidden", "ndf"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.bridge_blocks < 0:
+            raise ValueError(f"bridge_blocks must be at least 0, got {self.bridge_blocks}")

@@ -12,7 +12,12 @@ from galip_bench.cli import main
 SMOKE_GRID = "name: g\nprofile: smoke\nvariants: [{name: full}]\n"
 CASES = {
     # name: (grid file text, extra arguments, words the error line must contain)
-    "malformed_yaml": ("name: g\nvariants: [{name: full\n", [], ["not valid YAML"]),
+    "malformed_yaml": ("name: g\nvariants: [{name: full\n", [], ["not valid YAML", "line 3, column 1"]),
+    "negative_steps": (SMOKE_GRID, ["--set", "train.steps=-5"], ["train.steps must be at least 1, got -5"]),
+    "zero_steps": (SMOKE_GRID, ["--set", "train.steps=0"], ["train.steps must be at least 1, got 0"]),
+    "negative_lr": (SMOKE_GRID, ["--set", "train.lr_g=-1e-4"], ["train.lr_g must be positive"]),
+    "negative_num_samples": (SMOKE_GRID, ["--set", "eval.num_samples=-1"], ["eval.num_samples must be at least 2"]),
+    "unparsable_override": (SMOKE_GRID, ["--set", "train.steps=[[["], ["train.steps=[[[", "not valid YAML"]),
     "unknown_key": ("name: g\nprofile: smoke\nbase: {train: {stepz: 5}}\n", [], ["stepz"]),
     "unknown_top_level_key": ("name: g\nvariant: [{name: full}]\n", [], ["unknown top-level key 'variant'"]),
     "wrong_type": ("name: g\nprofile: smoke\nbase: {train: {steps: many}}\n", [], ["train.steps", "many"]),
@@ -84,8 +89,9 @@ def test_the_installed_entry_point_exits_2_with_one_line(workdir):
 
 
 def test_eval_refuses_too_few_samples_for_fid_before_generating(workdir, capsys):
-    from galip_bench.checkpoints import save_checkpoint
     from helpers import tiny_galip
+
+    from galip_bench.checkpoints import save_checkpoint
     save_checkpoint(workdir / "tiny.pt", tiny_galip(seed=1), step=1)
     (workdir / "weights").mkdir()
     for name in ("inception_v3_google-0cc3c7bd.pth", "ViT-B-32.pt"):
@@ -108,6 +114,7 @@ def _tiny_clip_file(path, seed):
 
 def test_official_checkpoint_with_other_clip_weights_is_refused(workdir, capsys):
     from helpers import tiny_config
+
     from models import GALIP
     trained_with = _tiny_clip_file(workdir / "clip_a.pt", seed=1)
     _tiny_clip_file(workdir / "clip_b.pt", seed=2)
@@ -125,3 +132,42 @@ def test_official_checkpoint_with_other_clip_weights_is_refused(workdir, capsys)
     assert main(argv + ["--clip-weights", "clip_a.pt"]) == 0  # the CLIP it was trained with
     assert main(argv + ["--clip-weights", "clip_b.pt", "--allow-clip-mismatch", "--save-images", "imgs2"]) == 0
     assert len(list((workdir / "imgs2").glob("*.png"))) == 8
+
+
+@pytest.fixture
+def tiny_ckpt(workdir):
+    from galip_bench.checkpoints import save_checkpoint
+    from helpers import tiny_galip
+    save_checkpoint(workdir / "tiny.pt", tiny_galip(seed=1), step=1)
+    (workdir / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 130}\n")
+    (workdir / "nodata.yaml").write_text("model: {ngf: 8}\n")
+    (workdir / "binary.json").write_bytes(bytes(range(256)) * 4)
+    (workdir / "ckptdir").mkdir()
+    return workdir
+
+
+EVAL = ["eval", "--checkpoint", "tiny.pt", "--data", "data.yaml", "--extractor", "tiny"]
+COMMAND_CASES = {
+    # name: (argv, words the error line must contain)
+    "eval_negative_num": (EVAL + ["--num", "-3"], ["num_samples must be at least 1, got -3"]),
+    "eval_empty_protocols": (EVAL + ["--protocols", ""], ["no metric protocol given"]),
+    "eval_data_without_section": (["eval", "--checkpoint", "tiny.pt", "--data", "nodata.yaml"],
+                                  ["nodata.yaml has no `data:` section"]),
+    "eval_directory_checkpoint": (["eval", "--checkpoint", "ckptdir", "--data", "data.yaml"],
+                                  ["ckptdir is a directory"]),
+    "eval_zero_batch": (EVAL + ["--batch", "0"], ["batch size must be at least 1"]),
+    "regress_binary_baseline": (["regress", "--records", "data.yaml", "--baseline", "binary.json"],
+                                ["binary.json is not a text file"]),
+    "speed_bad_batch_sizes": (["speed", "--checkpoint", "tiny.pt", "--batch-sizes", "abc"],
+                              ["--batch-sizes 'abc'", "comma-separated integers"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMAND_CASES))
+def test_bad_command_line_values_are_one_line_and_exit_2(tiny_ckpt, capsys, case):
+    argv, words = COMMAND_CASES[case]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    for word in words:
+        assert word in line, line
+    assert not (tiny_ckpt / "runs").exists()

@@ -1,9 +1,9 @@
 """Checkpoint format, official <-> ours conversion through the CLI, and clear errors for bad checkpoints."""
 import torch
+from helpers import tiny_galip
 
 from galip_bench.checkpoints import config_of, load_nets, read_checkpoint, save_checkpoint
 from galip_bench.cli import main
-from helpers import tiny_galip
 from models import GALIP
 
 

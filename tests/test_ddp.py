@@ -5,12 +5,12 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
+from helpers import tiny_galip
 
 from galip_bench.grids.grid import load_grid
 from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train import distributed
 from galip_bench.train.loop import train_run
-from helpers import tiny_galip
 from models.losses import hinge, ma_gp
 
 

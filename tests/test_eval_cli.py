@@ -3,11 +3,11 @@ every protocol setting, the checkpoint hash and the library versions."""
 import json
 
 import pytest
+from helpers import tiny_galip
 
 from galip_bench.checkpoints import save_checkpoint
 from galip_bench.cli import main
 from galip_bench.files import file_sha256
-from helpers import tiny_galip
 
 SETTINGS = {"protocol", "matches", "plan", "passes", "plan_num_samples", "plan_batch", "seed", "num_samples",
             "distinct_captions", "captions_sha256", "plan_description", "prepare", "resize", "extractor", "weights",

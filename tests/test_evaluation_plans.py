@@ -6,15 +6,14 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import tiny_galip
 from PIL import Image
 
-from galip_bench.config.schema import DataConfig
+from galip_bench.config.schema import DataConfig, EvalConfig, SiteConfig
 from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 from galip_bench.evaluation import PROTOCOLS
 from galip_bench.evaluation.driver import Evaluator
-from galip_bench.config.schema import EvalConfig, SiteConfig
-from helpers import tiny_galip
 
 N_TEST = 130  # the official plan uses floor(130 / 64) * 64 = 128 of them per pass
 

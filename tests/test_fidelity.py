@@ -1,12 +1,12 @@
 """Proof of fidelity: our GALIP, loaded with the recipe weights, reproduces the official code's outputs."""
 import pytest
 import torch
+from recipe import galip_recipe_weights, load_fixture
 
-from models import CLIPConfig, GALIP, GALIPConfig, parameter_counts
+from models import GALIP, CLIPConfig, GALIPConfig, parameter_counts
 from models.clip import FrozenCLIP
 from models.galip import CheckpointMismatch
 from models.losses import d_loss, g_loss, mismatched
-from recipe import galip_recipe_weights, load_fixture
 
 TOL = 1e-4
 

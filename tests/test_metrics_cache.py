@@ -13,8 +13,8 @@ import numpy as np
 
 from galip_bench.evaluation import PROTOCOLS, get_protocol
 from galip_bench.evaluation.plans import SamplePlan
-from galip_bench.metrics.stats_cache import StatsCache, cache_key
 from galip_bench.files import file_sha256
+from galip_bench.metrics.stats_cache import StatsCache, cache_key
 
 
 def _changed(value):

@@ -123,12 +123,12 @@ def test_clip_score_galip_through_the_evaluator_clamps_as_the_official_loop(tmp_
     import open_clip
     import torch.nn.functional as F
     from open_clip.model import build_model_from_openai_state_dict
-    from galip_bench.config.schema import DataConfig
+    from recipe import galip_recipe_weights, load_fixture
+
+    from galip_bench.config.schema import DataConfig, EvalConfig, PathsConfig, SiteConfig
     from galip_bench.evaluation.driver import Evaluator
-    from galip_bench.config.schema import EvalConfig, PathsConfig, SiteConfig
     from models import GALIP, GALIPConfig
     from models.clip import FrozenCLIP
-    from recipe import galip_recipe_weights, load_fixture
 
     clip_sd, nets = galip_recipe_weights(load_fixture("galip_official_reference.pt"))
     galip = GALIP(GALIPConfig(), clip=FrozenCLIP.from_openai_state_dict(clip_sd, preprocess="official"))

@@ -4,10 +4,9 @@ import json
 
 import pytest
 
-from galip_bench.evaluation import regress
 from galip_bench.cli import main
 from galip_bench.errors import UserError
-from galip_bench.evaluation import get_protocol
+from galip_bench.evaluation import get_protocol, regress
 from galip_bench.evaluation.plans import SamplePlan
 
 
@@ -121,8 +120,9 @@ def test_cli_exit_codes_on_records(tmp_path, monkeypatch, capsys):
 
 
 def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
-    from galip_bench.checkpoints import save_checkpoint
     from helpers import tiny_galip
+
+    from galip_bench.checkpoints import save_checkpoint
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.yaml").write_text("data: {kind: synthetic, size: 32, num_test: 8}\n")  # 80 > 64-d features
     a = save_checkpoint(tmp_path / "a.pt", tiny_galip(seed=1), step=3)

@@ -2,8 +2,8 @@
 table values checked against the records, the paper references, and the CLI."""
 import json
 import math
-import re
 import os
+import re
 import statistics
 from pathlib import Path
 
@@ -34,14 +34,14 @@ def settings(proto, num_samples=None, npz=None):
 
 
 def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, error=None, pid=None,
-             num_samples=128, samples=True, speed=None, npz=None):
+             num_samples=128, samples=True, speed=None, npz=None, config=None):
     """A run folder as the trainer writes it. values: {metric: {step: value}} (metric == protocol name)."""
     d = Path(root) / run_id
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump({
         "grid": Path(root).name, "variant": variant, "seed": seed,
         "eval": {"protocols": sorted(values), "num_samples": num_samples, "batch_size": 64, "seed": 0,
-                 "extractor": "default", "data": None}}))
+                 "extractor": "default", "data": None}, **(config or {})}))
     done = max((s for v in values.values() for s in v), default=0)
     status = {"state": state, "step": done if step is None else step, "steps": steps, "variant": variant,
               "seed": seed, "error": error, "host": HOST, "pid": pid or os.getpid(), "updated": 0.0,
@@ -257,3 +257,27 @@ def test_speed_points_from_a_per_batch_table():
                                                    "8": {"median_s": 0.02, "img_s": 400.0}}}}])
     pts = plots.speed_points(recs)
     assert dict(zip(pts.batch, pts.img_s)) == {1: 100.0, 8: 400.0}
+
+
+def test_runs_of_one_variant_under_different_configs_are_separate_labelled_rows(tmp_path):
+    """`--set train.steps=...` on an existing grid adds runs of another configuration: never averaged together."""
+    root = tmp_path / "runs" / "smoke"
+    make_run(root, "a", "full", 0, "finished", {"fid_galip": {120: 0.10}}, config={"train": {"steps": 120}})
+    make_run(root, "b", "full", 0, "finished", {"fid_galip": {12: 0.30}}, config={"train": {"steps": 12}})
+    make_run(root, "c", "full", 1, "finished", {"fid_galip": {12: 0.50}}, config={"train": {"steps": 12}})
+    t = build_report(root, tmp_path / "out", "smoke", references={"references": []})["table"]
+    rows = {r.variant: r for r in t[t.metric == "fid_galip"].itertuples()}
+    assert set(rows) == {"full [train.steps=120]", "full [train.steps=12]"}
+    assert rows["full [train.steps=12]"].n_seeds == 2 and rows["full [train.steps=12]"].final_mean == pytest.approx(0.4)
+    assert rows["full [train.steps=120]"].n_seeds == 1 and rows["full [train.steps=120]"].final_mean == 0.10
+
+
+def test_a_smoke_report_says_its_numbers_compare_only_within_the_profile(tmp_path):
+    root = tmp_path / "runs" / "smoke"
+    d = make_run(root, "a", "full", 0, "finished", {"fid_galip": {120: 0.1}}, samples=False)
+    r = json.loads((d / "metrics.jsonl").read_text().splitlines()[0])
+    smoke = get_protocol("fid_galip", smoke=True).settings_dict()
+    (d / "metrics.jsonl").write_text(json.dumps({**r, "settings": smoke}) + "\n")
+    md = build_report(root, tmp_path / "out", "smoke", references={"references": []})["report.md"].read_text()
+    assert "compare only runs of this profile" in md and "paper-comparable" not in md
+    assert "add `speed` to the grid's `eval.protocols`" in md  # an empty section says how to fill it

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import submitit
 
-
 pytestmark = pytest.mark.slurm  # skipped by conftest.py without a reachable cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}

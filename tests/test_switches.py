@@ -4,11 +4,11 @@ import itertools
 
 import pytest
 import torch
+from helpers import tiny_galip
 
 from models import parameter_counts
 from models.clip import FrozenCLIP
 from models.losses import d_loss, g_loss
-from helpers import tiny_galip
 
 SWITCHES = dict(d_backbone=["clip", "scratch"], mate_d=[True, False], g_clip_vit=[True, False],
                 bridge=[True, False], prompts=[True, False])

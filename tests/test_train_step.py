@@ -7,11 +7,11 @@ our float64 step by up to 6.5% on a netG tensor's sum, and the official fp32 fix
 step by as much. A wrong step (order, loss weights, MA-GP) flips a large share of the signs and fails below.
 """
 import pytest
+from recipe import galip_recipe_weights, load_fixture
 
 from galip_bench.train import make_optimizers, train_step
 from models import GALIP, GALIPConfig
 from models.clip import FrozenCLIP
-from recipe import galip_recipe_weights, load_fixture
 
 LOSS_TOL = 1e-4
 LR = {"netG": 1e-4, "netD": 4e-4, "netC": 4e-4}

@@ -1,7 +1,6 @@
 """Training runs: exact resume after a kill, the debug executor path end to end, and idempotent `run`."""
 import random
 
-
 from galip_bench.cli import main
 from galip_bench.grids.grid import load_grid
 from galip_bench.runs.rundir import RunDir, read_jsonl
@@ -70,8 +69,8 @@ def test_debug_executor_runs_a_grid_and_a_second_run_skips_it(tmp_path, monkeypa
 
 
 def test_local_executor_is_not_cut_after_submitit_default_two_minutes(tmp_path):
-    from galip_bench.grids.launch import make_executor
     from galip_bench.config.schema import SiteConfig
+    from galip_bench.grids.launch import make_executor
     site = SiteConfig(executor="local")
     executor = make_executor(site, tmp_path, {}, 0)
     assert executor.parameters["timeout_min"] == site.local_timeout_min >= 60 * 24

@@ -1,7 +1,7 @@
 """`galip-bench convert IN OUT`: an official GALIP checkpoint into ours, or ours into the official layout."""
-from galip_bench.files import atomic_torch_save
 from galip_bench.checkpoints import load_model, read_checkpoint, save_checkpoint
 from galip_bench.errors import UserError
+from galip_bench.files import atomic_torch_save
 
 
 def add_arguments(p):

@@ -1,12 +1,14 @@
 """`galip-bench run GRID.yaml`: train and evaluate every run of an ablation grid, locally or on SLURM."""
+import signal
+import sys
 from pathlib import Path
 
+from galip_bench.config.site import load_site
 from galip_bench.grids import launch
-from galip_bench.runs import results
 from galip_bench.grids.dryrun import describe_grid
 from galip_bench.grids.grid import load_grid
 from galip_bench.grids.preflight import check_grid
-from galip_bench.config.site import load_site
+from galip_bench.runs import results
 
 
 def add_arguments(p):
@@ -35,6 +37,9 @@ def run(args) -> int:
     print("\n".join(describe_grid(grid, site, details=False)))
     summary = launch.launch(grid, site, force=args.force, allow_download=args.allow_download,
                             wait=not args.no_wait)
+    if summary["interrupted"]:
+        print("\n".join(launch.interrupted_lines(grid, site, summary)), file=sys.stderr)
+        return 128 + int(getattr(signal, summary["interrupted"]))
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} finished run(s) (--force reruns them)")
     table = results.collect(Path(site.paths.runs) / grid.name)

@@ -4,12 +4,12 @@ import json
 
 import pandas as pd
 
-from galip_bench.files import atomic_write_json
 from galip_bench.commands.options import model_source
-from galip_bench.errors import UserError
-from galip_bench.evaluation.evaluate import evaluate_checkpoint
 from galip_bench.config.schema import EvalConfig
 from galip_bench.config.site import load_site
+from galip_bench.errors import UserError
+from galip_bench.evaluation.evaluate import evaluate_checkpoint
+from galip_bench.files import atomic_write_json
 
 
 def add_arguments(p):
@@ -47,8 +47,8 @@ def run(args) -> int:
     records = evaluate_checkpoint(args.checkpoint, None, EvalConfig(protocols=["speed"]), load_site(args.bench),
                                   options=options, **model_source(args))
     values = {r["metric"]: r["value"] for r in records}
-    table = pd.DataFrame([{"batch": int(k.rsplit("_", 1)[1]), "img_per_s": v} for k, v in values.items()
-                          if k.startswith("img_s_batch_")])
+    table = pd.DataFrame([{"batch": int(k[len("img_s_b"):]), "img_per_s": v} for k, v in values.items()
+                          if k.startswith("img_s_b")])
     print(table.to_string(index=False))
     print(f"latency {values['latency_ms']:.1f} ms (batch {int(values['latency_batch'])}), throughput "
           f"{values['throughput_img_s']:.1f} img/s (batch {int(values['throughput_batch'])}) on {records[0]['device']}")

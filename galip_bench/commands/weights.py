@@ -1,7 +1,7 @@
 """`galip-bench weights`: what each metric protocol needs and what was found (nothing is downloaded)."""
+from galip_bench.config.site import load_site
 from galip_bench.evaluation.protocols import PROTOCOLS
 from galip_bench.metrics.weights import format_weights_report, weights_report
-from galip_bench.config.site import load_site
 
 
 def add_arguments(p):

@@ -15,11 +15,21 @@ def read_yaml(path) -> dict:
         raise UserError(f"config file {path} not found")
     try:
         conf = OmegaConf.load(path)
-    except Exception as err:  # yaml.YAMLError and friends: report the parser's first line
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # yaml.YAMLError and friends: where the parser stopped, and its first line
+        raise UserError(f"{path}{_where(err)}: not valid YAML ({_first_line(err)})") from None
     if not OmegaConf.is_dict(conf):
         raise UserError(f"{path}: expected a mapping at the top level")
     return conf
+
+
+def _where(err) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _first_line(err) -> str:
+    problem = getattr(err, "problem", None)
+    return problem or (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def _describe(err: OmegaConfBaseException) -> str:
@@ -47,6 +57,11 @@ def dotlist(overrides: Optional[Iterable[str]]):
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not of the form key=value")
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as err:  # the value is parsed as YAML
+            raise UserError(f"override {item!r}: the value is not valid YAML ({_first_line(err)})") from None
     return OmegaConf.from_dotlist(overrides)
 
 

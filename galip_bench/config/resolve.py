@@ -40,6 +40,7 @@ def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
                             "test loop)")
         for section, data in (("data", cfg.data), ("eval.data", cfg.eval.data)):
             if data is not None:
+                _check_range(section, data, {"size": 8, "num_train": 1, "num_test": 1})
                 resolve_data_size(data, cfg.model.img_size, section)
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
@@ -55,3 +56,14 @@ def resolve_data_size(data, img_size: int, section: str = "data"):
                         f"{img_size}: real images would be upsampled for D and for the reference statistics; "
                         f"use at least {img_size} (the official canvas for it is {canvas_size(img_size)})")
     return data
+
+
+def check_site(site, source: str):
+    """Ranges of bench.yaml's numbers."""
+    try:
+        _check_range("slurm", site.slurm, {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "time_min": 1,
+                                           "array_parallelism": 1, "nodes": 1})
+        _check_range("site", site, {"max_local_parallel": 1, "local_timeout_min": 1})
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    return site

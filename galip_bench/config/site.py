@@ -3,9 +3,10 @@ import os
 from pathlib import Path
 
 from galip_bench.config.io import merge_onto, read_yaml, to_object
-from galip_bench.errors import UserError
 from galip_bench.config.profiles import SITE_PROFILES
+from galip_bench.config.resolve import check_site
 from galip_bench.config.schema import SiteConfig
+from galip_bench.errors import UserError
 
 
 def load_site(path=None, profile: str = None, executor: str = None) -> SiteConfig:
@@ -18,4 +19,4 @@ def load_site(path=None, profile: str = None, executor: str = None) -> SiteConfi
     site = to_object(merge_onto(SiteConfig, *layers, source=str(path or "bench defaults")))
     if site.executor not in ("local", "slurm", "debug"):
         raise UserError(f"{path}: executor must be local, slurm or debug, got {site.executor!r}")
-    return site
+    return check_site(site, str(path or "bench defaults"))

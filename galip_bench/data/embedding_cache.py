@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from galip_bench.files import atomic_torch_save
 from galip_bench.data.tokens import tokenize
+from galip_bench.files import atomic_torch_save
 
 FORMAT = "galip-bench-sentence-embeddings-v1"
 

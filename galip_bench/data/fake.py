@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from galip_bench.progress import progress_options
+
 SIZES = ((640, 480), (640, 427), (480, 640), (500, 375), (640, 424))  # frequent COCO image sizes
 OBJECTS = ("dog", "cat", "bus", "pizza", "bird", "train", "clock", "horse", "boat", "bench")
 PLACES = ("on a street", "in a kitchen", "next to a river", "in a park", "on a table", "near a building")
@@ -47,7 +49,7 @@ def write_fake_coco(root, images: int, seed: int = 0, quality: int = 90, progres
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     keys = splits["train"] + splits["test"]
-    for key in tqdm(keys, desc="fake COCO", disable=not progress, mininterval=5):
+    for key in tqdm(keys, desc="fake COCO", disable=not progress, **progress_options()):
         _image(rng, SIZES[int(rng.integers(len(SIZES)))]).save(root / "images" / f"{key}.jpg", quality=quality)
         (root / "text" / f"{key}.txt").write_text("\n".join(_captions(rng)) + "\n")
     for split, split_keys in splits.items():

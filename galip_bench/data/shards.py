@@ -7,7 +7,6 @@ from galip_bench.data.images import image_transform
 from galip_bench.data.tokens import tokenize_one
 from galip_bench.errors import UserError
 
-
 NEEDS_WEBDATASET = "data.kind=webdataset needs the webdataset package: pip install 'galip-bench[webdataset]'"
 
 

@@ -19,15 +19,17 @@ from galip_bench.errors import UserError
 from galip_bench.evaluation.bootstrap import fid_interval
 from galip_bench.evaluation.protocols import prepare_official, protocol_class
 from galip_bench.evaluation.smoke import smoke_extractor
+from galip_bench.files import file_sha256
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
-from galip_bench.files import file_sha256
 from galip_bench.metrics.weights import WeightsResolver
+from galip_bench.progress import progress_options
 from galip_bench.provenance import git_commit, library_versions
 from models import parameter_counts
 from models.clip import FrozenCLIP
 
 REFERENCE_MODES = ("auto", "npz", "split")
+REPEAT_WARNING = 4  # warn when N exceeds this many samples per distinct caption
 SPEED_CAPTIONS = ["a small red circle above a large blue square on a white background",
                   "a bird with a red head and a short beak", "a plate of food next to a glass of water"]
 
@@ -150,12 +152,17 @@ class Evaluator:
         self.extractors, self.references = {}, {}
 
     def plan_lines(self) -> list:
-        """One line per protocol: N, captions and reference (printed before the work starts)."""
+        """One line per protocol: N, captions and reference (printed before the work starts), and a warning where
+        N far exceeds the distinct captions (most images then repeat a caption)."""
         lines = []
         for resolved, members in self.groups.values():
+            distinct = members[0].ran["distinct_captions"]
             for p in members:
-                lines.append(f"{p.name}: N={resolved.n:,} ({p.ran['distinct_captions']:,} distinct captions); "
+                lines.append(f"{p.name}: N={resolved.n:,} ({distinct:,} distinct captions); "
                              f"{resolved.description}; reference {p.reference}")
+            if resolved.n > REPEAT_WARNING * distinct:
+                lines.append(f"warning: {resolved.n:,} samples from {distinct:,} distinct captions: each caption is "
+                             f"used ~{resolved.n // distinct} times (a small test split, or --num far above it)")
         return lines
 
     def _extractor(self, proto, galip):
@@ -196,7 +203,8 @@ class Evaluator:
         kept = {p.name: [] for p in members if p.bootstrap and self.cfg.bootstrap}
         noise = torch.randn(resolved.n, galip.cfg.z_dim, generator=torch.Generator().manual_seed(members[0].plan.seed))
         batch = self.cfg.batch_size
-        bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False)
+        bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False,
+                   **progress_options())
         for start in range(0, resolved.n, batch):
             captions = resolved.captions[start:start + batch]
             sent = galip.clip.encode_text(tokenize(captions).to(self.device))[0].float()
@@ -264,7 +272,7 @@ class Evaluator:
                                          file=sys.stderr, flush=True)) if self.progress else None
             result = p.measure(encode, galip.netG, tokens, galip.cfg.z_dim, self.device, report=report)
             values = {k: v for k, v in result.items() if isinstance(v, (int, float))}
-            values.update({f"img_s_batch_{b}": v["img_s"] for b, v in result["per_batch"].items()})
+            values.update({f"img_s_b{b}": v["img_s"] for b, v in result["per_batch"].items()})
             values.update({f"params_{net}_{kind}": n for net, counts in parameter_counts(galip).items()
                            for kind, n in counts.items()})
             records += [{"step": None, "protocol": p.name, "metric": metric, "value": float(value),

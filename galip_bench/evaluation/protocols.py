@@ -104,7 +104,9 @@ class Protocol:
         return 64 if (self.smoke and self.feature_dim) else self.feature_dim
 
     def settings_dict(self) -> dict:
-        return {"protocol": self.name, "matches": self.matches, **self.plan.settings(),
+        matches = (f"smoke-profile stand-in for {self.name} ({self.extractor}); compares only runs of the smoke "
+                   "profile" if self.smoke else self.matches)
+        return {"protocol": self.name, "matches": matches, **self.plan.settings(),
                 "prepare": OFFICIAL_CLAMP if self.kind != "speed" else "n/a", "resize": self.resize,
                 "extractor": self.extractor, "weights": self.weights, "precision": self.precision,
                 "reference": self.reference, "reference_sha256": self.reference_sha256,

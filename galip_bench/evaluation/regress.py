@@ -157,7 +157,10 @@ def read_baseline(path) -> dict:
         raise UserError(f"baseline {path} not found (make one with `galip-bench regress --checkpoint CKPT "
                         f"--data DATA.yaml --write-baseline {path}`)")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"baseline {path} is not a text file (expected JSON from `galip-bench eval --out` or "
+                        "`regress --write-baseline`)") from None
     except json.JSONDecodeError as err:
         raise UserError(f"baseline {path} is not valid JSON ({err.msg}, line {err.lineno})") from None
     if isinstance(obj, list):

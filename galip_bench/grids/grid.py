@@ -9,10 +9,10 @@ from typing import List
 from omegaconf import OmegaConf
 
 from galip_bench.config.io import dotlist, merge_onto, read_yaml, to_object
-from galip_bench.errors import UserError
 from galip_bench.config.profiles import PROFILES
 from galip_bench.config.resolve import resolve_run_config
 from galip_bench.config.schema import RunConfig
+from galip_bench.errors import UserError
 
 GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile"}
 
@@ -162,3 +162,23 @@ def select_run(grid: Grid, variant=None, seed=None) -> Run:
     if not runs:
         raise UserError(f"{grid.path}: no run named {variant!r} (have: {', '.join(r.name for r in grid.runs)})")
     return runs[0]
+
+
+def shipped_grids_folder() -> Path:
+    """./ablations when there is one, else the ablations/ folder beside the package (a source checkout)."""
+    local = Path("ablations")
+    return local if local.is_dir() else Path(__file__).resolve().parents[2] / "ablations"
+
+
+def describe_grids(folder) -> list:
+    """One dict per grid YAML of `folder`: file, name, description, profile, variants and the number of runs."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        info = grid_info(str(path))
+        try:
+            runs = len(load_grid(path).runs)
+        except UserError as err:
+            runs = f"does not load: {err}"
+        rows.append({"file": str(path), "name": info.get("name"), "description": info.get("description") or "",
+                     "profile": info.get("profile"), "variants": info.get("variants") or [], "runs": runs})
+    return rows

@@ -2,6 +2,7 @@
 in-process with the debug executor). Finished runs are skipped, unfinished ones resume, --force reruns."""
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -9,10 +10,12 @@ import submitit
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from galip_bench.runs import results
 from galip_bench.config.io import merge_onto, to_object
-from galip_bench.runs.rundir import RunDir
 from galip_bench.config.schema import RunConfig, SiteConfig
+from galip_bench.progress import progress_options
+from galip_bench.runs import results
+from galip_bench.runs.rundir import RunDir
+from galip_bench.signals import Interrupt, children_ignore_sigint
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -124,9 +127,12 @@ def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
 
 def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = False, wait: bool = True,
            progress: bool = True) -> dict:
+    """Submit every unfinished run and (with `wait`) wait for them. A SIGINT/SIGTERM meanwhile stops the local jobs
+    (they checkpoint and are marked resumable) or leaves SLURM jobs running, and marks runs that never started;
+    the summary then names the signal under `interrupted`."""
     root = Path(site.paths.runs) / grid.name
     todo, done = prepare(grid, site, force)
-    summary = {"skipped": [r.run_id for r in done], "launched": [r.run_id for r in todo], "failed": []}
+    summary = {"skipped": [r.run_id for r in done], "launched": [], "failed": [], "interrupted": None}
     if todo:
         site_yaml = OmegaConf.to_yaml(OmegaConf.structured(site))
         in_process = site.executor == "debug"
@@ -135,25 +141,67 @@ def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = F
         jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
                                     allow_download, progress=in_process and progress, threads=threads) for r in todo}
         executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
-        bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait))
-        for i in range(0, len(todo), chunk):
-            runs = todo[i:i + chunk]
-            with executor.batch():
-                jobs = [executor.submit(jobs_of[r.run_id]) for r in runs]
-            for run, job in zip(runs, jobs):
-                RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
-            if wait:
-                summary["failed"] += _wait(runs, jobs, root, bar)
+        bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait),
+                   **progress_options())
+        with Interrupt() as stop:
+            for i in range(0, len(todo), chunk):
+                if stop.signal:
+                    break
+                runs = todo[i:i + chunk]
+                with children_ignore_sigint(site.executor == "local"), executor.batch():
+                    jobs = [executor.submit(jobs_of[r.run_id]) for r in runs]
+                for run, job in zip(runs, jobs):
+                    RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
+                summary["launched"] += [r.run_id for r in runs]
+                if wait:
+                    summary["failed"] += _wait(runs, jobs, root, bar, stop, site.executor)
         bar.close()
+        if stop.signal:
+            summary["interrupted"] = stop.signal
+            _mark_unstarted(todo, root, stop.signal)
     results.write_index(root)
     return summary
 
 
-def _wait(runs, jobs, root: Path, bar) -> list:
+def interrupted_lines(grid, site: SiteConfig, summary: dict) -> list:
+    """One line per run after an interrupted launch: where each stands and what happens next."""
+    root = Path(site.paths.runs) / grid.name
+    table = results.collect(root)
+    lines = [f"interrupted by {summary['interrupted']}"]
+    for row in table.itertuples():
+        if row.run_id in summary["skipped"]:
+            continue
+        lines.append(f"  {row.run_id} {row.variant}: {row.state} at step {row.step}"
+                     + (f" ({row.error})" if row.error else ""))
+    if site.executor == "slurm":
+        lines.append("the SLURM jobs continue on the cluster: `galip-bench status` follows them, `scancel` stops them")
+    else:
+        lines.append("every run stopped at a checkpoint: the next `run` resumes them")
+    return lines
+
+
+def _mark_unstarted(todo, root: Path, signal_name: str) -> None:
+    for run in todo:
+        run_dir = RunDir(root / run.run_id)
+        if run_dir.status().get("state") == "pending":
+            run_dir.set_status("failed", error=f"not started: `run` was interrupted by {signal_name}; the next "
+                                               "`run` starts it")
+
+
+def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str) -> list:
     failed = []
     pending = dict(zip([r.run_id for r in runs], jobs))
     names = {r.run_id: r.name for r in runs}
+    forwarded = False
     while pending:
+        if stop.signal and executor_kind == "slurm":
+            return failed  # cluster jobs outlive their launcher; `status` follows them through sacct
+        if stop.signal and not forwarded:  # stop local jobs as a scheduler would: SIGTERM, then they checkpoint
+            for job in pending.values():
+                process = getattr(job, "_process", None)
+                if process is not None and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            forwarded = True
         for rid, job in list(pending.items()):
             try:
                 if not job.done():  # the debug executor runs the job here, and raises its error
@@ -162,16 +210,18 @@ def _wait(runs, jobs, root: Path, bar) -> list:
             except Exception:  # the job recorded its error in status.json, unless it died before it could
                 pass
             run_dir = RunDir(root / rid)
-            state = run_dir.status().get("state")
-            if state != "finished":  # raised, cancelled, or stopped by a signal after a checkpoint
+            status = run_dir.status()
+            if status.get("state") != "finished":  # raised, cancelled, or stopped by a signal after a checkpoint
                 failed.append(rid)
-                if state != "failed":
+                if status.get("state") != "failed":
                     run_dir.set_status("failed", error=_job_error(job))
+                elif str(status.get("error", "")).startswith("interrupted by") and not stop.signal:
+                    stop.signal = status["error"].split()[2]  # an in-process (debug) run took the signal itself
             del pending[rid]
             bar.update(1)
         if pending:
             steps = {names[rid]: RunDir(root / rid).status().get("step", 0) for rid in pending}
-            bar.set_postfix_str(", ".join(f"{n}@{s}" for n, s in steps.items())[:80])
+            bar.set_postfix_str(", ".join(f"{n}@{s}" for n, s in steps.items())[:80], refresh=False)
             time.sleep(1.0)
     return failed
 

@@ -2,8 +2,8 @@
 are where the config says. A mistake then costs one clear line, not a failed job array. (Per-image problems,
 such as a missing caption file, still surface in the job: `galip-bench data check` finds those up front.)"""
 from galip_bench.checkpoints.clip import check_clip_weights
-from galip_bench.data import require_root, shard_pattern
 from galip_bench.config.schema import DataConfig
+from galip_bench.data import require_root, shard_pattern
 from galip_bench.data.layouts import CAPTION_FOLDER, coco_folder, cub_folders, require_dir, require_manifest, split_file
 from galip_bench.errors import UserError
 from galip_bench.evaluation.driver import preview

@@ -94,6 +94,7 @@ class ClipEmbedder:
     def __init__(self, model_name: str = "ViT-B-32-quickgelu", weights=None, preprocess: str = "standard",
                  device="cpu"):
         import open_clip
+
         from galip_bench.metrics.weights import read_clip_state_dict
         self.model = open_clip.create_model(model_name, device=device)
         if weights:

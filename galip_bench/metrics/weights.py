@@ -140,8 +140,9 @@ def weights_report(needs: dict, weights_dir=None) -> list[dict]:
         for wname in names:
             spec = WEIGHTS[wname]
             found = next((p for p in candidate_paths(spec, weights_dir) if p.is_file()), None)
+            searched = sorted({str(p.parent) for p in candidate_paths(spec, weights_dir)})
             rows.append({"protocol": proto_name, "weights": wname, "file": spec.filenames[0],
-                         "found": str(found) if found else None, "url": spec.url})
+                         "found": str(found) if found else None, "url": spec.url, "searched": searched})
     return rows
 
 
@@ -149,4 +150,6 @@ def format_weights_report(rows: list[dict]) -> str:
     df = pd.DataFrame([{"protocol": r["protocol"], "weights": r["weights"],
                         "status": f"found {r['found']}" if r["found"] else f"MISSING {r['file']} <- {r['url']}"}
                        for r in rows])
-    return df.to_string(index=False, justify="left")
+    searched = sorted({d for r in rows if not r["found"] for d in r.get("searched", [])})
+    text = df.to_string(index=False, justify="left")
+    return text + (f"\nsearched: {', '.join(searched)} (and the Hugging Face cache for CLIP)" if searched else "")

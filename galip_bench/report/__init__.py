@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from galip_bench.runs import results
 from galip_bench.files import atomic_write_text
 from galip_bench.provenance import git_commit, library_versions
 from galip_bench.report import plots, tables
 from galip_bench.report.html import report_html
+from galip_bench.runs import results
 from galip_bench.runs.rundir import RunDir
 
 __all__ = ["build_report", "load_runs", "tables", "plots"]
@@ -38,7 +38,38 @@ def load_runs(grid_root, variant_order=None) -> tuple:
     if not recs.empty:
         recs["variant"] = [v if isinstance(v, str) else configs[r].get("variant", "default")
                            for r, v in zip(recs["run_id"], recs["variant"])]
+    labels = config_labels(runs, configs)  # runs of one variant under different configs never share a row
+    if labels:
+        runs["variant"] = [labels.get(r, v) for r, v in zip(runs["run_id"], runs["variant"])]
+        if not recs.empty:
+            recs["variant"] = [labels.get(r, v) for r, v in zip(recs["run_id"], recs["variant"])]
     return runs, recs, configs
+
+
+def _flatten(tree, prefix="") -> dict:
+    out = {}
+    for key, value in (tree or {}).items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_labels(runs, configs) -> dict:
+    """{run_id: 'variant [key=value, ...]'} for the runs of a variant whose resolved configs differ (other than by
+    the seed): each configuration becomes its own row, labelled by what differs."""
+    labels = {}
+    if runs.empty:
+        return labels
+    for variant, ids in runs.groupby("variant", sort=False)["run_id"]:
+        flat = {rid: {k: v for k, v in _flatten(configs.get(rid)).items() if k not in ("seed", "variant", "grid")}
+                for rid in ids}
+        keys = sorted(k for k in set().union(*flat.values())
+                      if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1)
+        for rid in (ids if keys else []):
+            labels[rid] = f"{variant} [{', '.join(f'{k}={flat[rid].get(k)}' for k in keys)}]"
+    return labels
 
 
 def _subset(small, big) -> bool:
@@ -53,6 +84,12 @@ def infer_profile(configs: dict):
     found = [name for name, prof in PROFILES.items()
              if configs and all(_subset(prof, c) for c in configs.values())]
     return found[0] if found else None
+
+
+def smoke_numbers(info, configs, recs) -> bool:
+    """Whether any number of the report came from the smoke profile's stand-in extractors."""
+    smoke_records = not recs.empty and any(isinstance(s, dict) and s.get("smoke") for s in recs["settings"])
+    return info.get("profile") == "smoke" or infer_profile(configs) == "smoke" or bool(smoke_records)
 
 
 def _settings_text(settings: dict) -> str:
@@ -77,9 +114,13 @@ def _what_was_run(grid, info, runs, recs, configs, refs) -> list:
     evals = {json.dumps(c.get("eval"), sort_keys=True, default=str) for c in configs.values() if c.get("eval")}
     for e in sorted(evals):
         e = json.loads(e)
-        lines.append(f"- eval config: protocols {', '.join(e.get('protocols') or [])}; num_samples "
-                     f"{e.get('num_samples') or 'protocol default'}, batch {e.get('batch_size')}, "
-                     f"seed {e.get('seed')}, extractor {e.get('extractor')}")
+        plan = (f"fixed N={e['num_samples']}" if e.get("num_samples") else
+                f"official, {e['passes']} pass(es)" if e.get("passes") else "each protocol's own (official)")
+        lines.append(f"- eval config: protocols {', '.join(e.get('protocols') or [])}; plan {plan}, "
+                     f"seed {e.get('seed')}, extractor {e.get('extractor')}, reference {e.get('reference')}")
+    if smoke_numbers(info, configs, recs):
+        lines.append("- **smoke profile**: small random-init extractors and the tiny CLIP; these numbers compare "
+                     "only runs of this profile, never published numbers")
     lines += ["", "### Protocols", ""]
     if recs.empty:
         lines.append("No metric records yet.")
@@ -89,7 +130,7 @@ def _what_was_run(grid, info, runs, recs, configs, refs) -> list:
             matches = next((s.get("matches") for s in g["settings"] if isinstance(s, dict)), "")
             lines.append(f"- `{proto}`: {matches}")
             for s in sorted(distinct):
-                lines.append(f"  settings: {_settings_text(json.loads(s))}")
+                lines.append(f"    - settings: {_settings_text(json.loads(s))}")
             if len(distinct) > 1:
                 lines.append(f"  **warning**: runs of `{proto}` used {len(distinct)} different settings")
     return lines + [""]
@@ -108,8 +149,13 @@ def _runs_section(runs) -> list:
     return lines + [tables.markdown_table(pd.DataFrame(rows)), ""]
 
 
-def _results_section(table, grid, refs) -> list:
-    lines = ["## Results", "",
+def _results_section(table, grid, refs, smoke: bool = False) -> list:
+    lines = ["## Results", ""]
+    if smoke:
+        lines += ["**Smoke profile**: these numbers come from small random-init stand-in extractors and the tiny "
+                  "CLIP; they compare only runs of this profile (and each protocol's stand-in is its own), never "
+                  "published numbers.", ""]
+    lines += [
              "Mean ± sample std (ddof=1) over the seeds of each variant's finished runs; `final`: the last "
              "evaluated step, `best`: the best value over evaluated steps (↓ lower is better, ↑ higher). "
              "† provisional: the variant has no finished run, its numbers come from unfinished (running or "
@@ -144,6 +190,12 @@ def _references_section(grid, refs) -> list:
     return lines + [""]
 
 
+NO_DATA = {"speed": "(no data: add `speed` to the grid's `eval.protocols` to time each run once at its end, or run "
+                   "`galip-bench speed --checkpoint CKPT`)",
+           "samples": "(no sample sheets: the runs wrote none; `train.sample_every` sets how often)",
+           "curves": "(no metric records yet)", "bars": "(no metric records yet)"}
+
+
 def _plots_section(made, out_dir) -> list:
     lines = ["## Plots", ""]
     titles = {"curves": "Metrics against training step", "bars": "Metrics across variants",
@@ -151,7 +203,7 @@ def _plots_section(made, out_dir) -> list:
     for kind, items in made.items():
         lines += [f"### {titles[kind]}", ""]
         if not items:
-            lines += ["(no data)", ""]
+            lines += [NO_DATA.get(kind, "(no data)"), ""]
         for title, path in items:
             lines += [f"![{title}]({Path(path).relative_to(out_dir).as_posix()})", ""]
     return lines
@@ -170,7 +222,7 @@ def build_report(grid_root, out_dir, grid: str = None, info: dict = None, refere
     md = [f"# Report: {grid}", ""]
     md += _what_was_run(grid, info, runs, recs, configs, refs)
     md += _runs_section(runs)
-    md += _results_section(table, grid, refs)
+    md += _results_section(table, grid, refs, smoke_numbers(info, configs, recs))
     md += _references_section(grid, refs)
     md += _plots_section(made, out_dir)
     text = "\n".join(md).rstrip() + "\n"

@@ -25,20 +25,21 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
 
 
-def metric_curves(recs: pd.DataFrame, out_dir) -> list:
-    """curve_<metric>.png: mean over seeds per step (band: ± std), one line per variant. Returns (title, path)s."""
+def metric_curves(recs: pd.DataFrame, out_dir, order=()) -> list:
+    """curve_<metric>.png: mean over seeds per step (band: ± std with several seeds), one line per variant, in the
+    tables' variant order. Returns (title, path)s."""
     made = []
     if recs.empty:
         return made
-    curves = recs[recs["protocol"] != "speed"].dropna(subset=["step"])
+    curves = recs[recs["protocol"] != "speed"].dropna(subset=["step", "value"])
     for metric, g in curves.groupby("metric", sort=True):
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        for variant, gv in g.groupby("variant", sort=False):
-            stats = gv.groupby("step")["value"].agg(["mean", "std", "count"]).sort_index()
+        for variant in _ordered(g["variant"], order):
+            stats = g[g["variant"] == variant].groupby("step")["value"].agg(["mean", "std", "count"]).sort_index()
             x, y = stats.index.to_numpy(float), stats["mean"].to_numpy(float)
             ax.plot(x, y, marker="o", ms=3, label=str(variant))
-            sd = stats["std"].fillna(0).to_numpy(float)
             if (stats["count"] > 1).any():
+                sd = stats["std"].fillna(0).to_numpy(float)
                 ax.fill_between(x, y - sd, y + sd, alpha=0.2)
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
@@ -49,25 +50,39 @@ def metric_curves(recs: pd.DataFrame, out_dir) -> list:
     return made
 
 
+def _ordered(values, order) -> list:
+    present = list(dict.fromkeys(values))
+    return [v for v in order if v in present] + [v for v in present if v not in order]
+
+
 def metric_bars(table: pd.DataFrame, out_dir) -> list:
-    """bar_<metric>.png: final mean per variant with ± std error bars; provisional variants hatched."""
+    """bar_<metric>.png: the final mean per variant as a dot on an axis fitted to the values (a bar from zero would
+    hide differences such as 0.094 vs 0.110), ± std whiskers where there are several seeds, value labels; hollow
+    dots: unfinished (provisional) variants."""
     made = []
     if table.empty:
         return made
-    for metric, g in table[table["protocol"] != "speed"].groupby("metric", sort=True):
+    for metric, g in table[table["protocol"] != "speed"].groupby("metric", sort=False):
         g = g[g["final_mean"].notna()]
         if g.empty:
             continue
         fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(g) + 1.5), 3.6))
         x = np.arange(len(g))
-        bars = ax.bar(x, g["final_mean"], yerr=g["final_std"].fillna(0), capsize=4, color="#4C72B0")
-        for bar, provisional in zip(bars, g["provisional"]):
-            if provisional:
-                bar.set_hatch("//")
-                bar.set_alpha(0.6)
+        for xi, row in zip(x, g.itertuples()):
+            several = row.n_seeds > 1 and row.final_std == row.final_std
+            ax.errorbar(xi, row.final_mean, yerr=row.final_std if several else None, fmt="o", ms=7,
+                        capsize=4 if several else 0, color="#4C72B0",
+                        markerfacecolor="white" if row.provisional else "#4C72B0")
+            ax.annotate(f"{row.final_mean:.4g}", (xi, row.final_mean), textcoords="offset points", xytext=(8, -3),
+                        fontsize=7)
+        low = (g["final_mean"] - g["final_std"].fillna(0)).min()
+        high = (g["final_mean"] + g["final_std"].fillna(0)).max()
+        pad = (high - low) * 0.25 or abs(high) * 0.05 or 1.0
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_xlim(-0.6, len(g) - 0.4)
         ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(g["variant"], g["n_seeds"])], fontsize=7)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} at the final step (mean ± std over seeds; hatched: unfinished)", fontsize=9)
+        ax.set_title(f"{metric} at the final step (mean ± std over seeds; hollow: unfinished)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         made.append((f"{metric} across variants", _save(fig, Path(out_dir) / f"bar_{safe_name(metric)}.png")))
     return made
@@ -100,13 +115,13 @@ def speed_points(recs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "run_id", "batch", "img_s"])
 
 
-def speed_plot(recs: pd.DataFrame, out_dir) -> list:
+def speed_plot(recs: pd.DataFrame, out_dir, order=()) -> list:
     points = speed_points(recs)
     if points.empty:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for variant, g in points.groupby("variant", sort=False):
-        stats = g.groupby("batch")["img_s"].mean().sort_index()
+    for variant in _ordered(points["variant"], order):
+        stats = points[points["variant"] == variant].groupby("batch")["img_s"].mean().sort_index()
         ax.plot(stats.index, stats.values, marker="o", label=str(variant))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
@@ -156,8 +171,9 @@ def sample_sheets(runs: pd.DataFrame, grid_root, out_dir) -> list:
 
 def all_plots(runs, recs, table, grid_root, out_dir) -> dict:
     """{'curves': [...], 'bars': [...], 'speed': [...], 'samples': [...]} of (title, path)."""
-    return {"curves": metric_curves(recs, out_dir), "bars": metric_bars(table, out_dir),
-            "speed": speed_plot(recs, out_dir), "samples": sample_sheets(runs, grid_root, out_dir)}
+    order = list(dict.fromkeys(runs["variant"])) if not runs.empty else []  # the tables' variant order
+    return {"curves": metric_curves(recs, out_dir, order), "bars": metric_bars(table, out_dir),
+            "speed": speed_plot(recs, out_dir, order), "samples": sample_sheets(runs, grid_root, out_dir)}
 
 
 __all__ = ["all_plots", "metric_curves", "metric_bars", "speed_plot", "speed_points", "sample_sheets"]

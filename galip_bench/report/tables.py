@@ -9,6 +9,7 @@ import yaml
 
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import PLAN_KEYS, PROTOCOLS, direction
+
 ORDER = {"finished": 0, "running": 1, "pending": 2, "failed": 3}
 
 

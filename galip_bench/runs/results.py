@@ -24,7 +24,8 @@ def collect(grid_root) -> pd.DataFrame:
         state, error = effective_state(status, scheduler)
         row = {"run_id": path.name, "variant": status.get("variant"), "seed": status.get("seed"), "state": state,
                "step": status.get("step", 0), "steps": status.get("steps"),
-               "error": (error or "").splitlines()[0] if error else "", "log": str(rd.train_log)}
+               "error": (error or "").splitlines()[0] if error else "",
+               "resumed_from": status.get("resumed_from") or "", "log": str(rd.train_log)}
         for record in read_jsonl(rd.metrics):
             row[record["metric"]] = record["value"]
         rows.append(row)

@@ -2,7 +2,6 @@
 the step loop with its hooks (log, samples, evaluation, checkpoint). Checkpoints are atomic (keep the last K);
 resume restores nets, optimisers, scaler and step, and the data position and every random draw follow from
 (seed, rank, step) (`train.batches`), so a checkpoint needs no RNG state."""
-import signal
 import sys
 import time
 from types import SimpleNamespace
@@ -15,7 +14,9 @@ from galip_bench.checkpoints.clip import build_clip
 from galip_bench.data import build_dataset, dataset_id
 from galip_bench.devices import resolve_device
 from galip_bench.errors import UserError
+from galip_bench.progress import progress_options
 from galip_bench.runs.rundir import RunDir
+from galip_bench.signals import Interrupt
 from galip_bench.train import distributed
 from galip_bench.train.amp import AMP
 from galip_bench.train.batches import Batches, seed_step
@@ -37,29 +38,6 @@ def latest_valid_checkpoint(run_dir: RunDir, remove_partial: bool = True) -> tup
         except UserError as err:
             print(f"warning: skipping checkpoint {path.name}: {err}", file=sys.stderr)
     return None, None
-
-
-class _StopFlag:
-    """SIGTERM / SIGINT end the loop at the next step boundary, after a checkpoint."""
-
-    def __init__(self):
-        self.raised = None
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.previous[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handler(self, signum, frame):
-        self.raised = signal.Signals(signum).name
 
 
 def _initialize(cfg, cache_dir) -> SimpleNamespace:
@@ -136,7 +114,7 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     evaluate = make_evaluator(run.device) if (make_evaluator is not None and main) else None
     sheet = SampleSheet(cfg, run.galip, run.device) if main and tc.sample_every else None
     bar = tqdm(total=steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not (main and progress),
-               dynamic_ncols=True)
+               dynamic_ncols=True, **progress_options())
     t0 = time.time()
 
     def due(every: int) -> bool:
@@ -152,12 +130,12 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     # Train. The hooks of a step run in this order: log, samples, evaluation, checkpoint. Samples and metrics come
     # before the checkpoint: a kill in between resumes from an earlier checkpoint, which drops this step's records
     # and writes them again, never half of them.
-    with _StopFlag() as stop:
+    with Interrupt() as stop:
         while step < steps:
             losses = _one_step(cfg, run, step)
             step += 1
             bar.update(1)
-            bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}")
+            bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}", refresh=False)
             if main and due(tc.log_every):
                 run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
                 run_dir.set_status("running", step=step, steps=steps)
@@ -173,11 +151,11 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
             if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
                 bar.close()
                 return {"step": step, "interrupted": True, "losses": losses}
-            if stop.raised:
+            if stop.signal:
                 checkpoint()
                 bar.close()
                 if main:
-                    run_dir.set_status("failed", step=step, error=f"interrupted by {stop.raised} at step {step}; "
+                    run_dir.set_status("failed", step=step, error=f"interrupted by {stop.signal} at step {step}; "
                                                                   "resumable")
                 return {"step": step, "interrupted": True, "losses": losses}
     bar.close()

@@ -1,10 +1,10 @@
 """Sample grids of fixed noise and fixed test captions, so grids from different steps and variants compare."""
 import torch
-from torchvision.utils import make_grid
 from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
 
-from galip_bench.files import atomic_write
 from galip_bench.data import build_dataset, tokenize
+from galip_bench.files import atomic_write
 
 
 def fixed_captions(data_cfg, n: int) -> tuple:
