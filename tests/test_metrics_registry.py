@@ -10,7 +10,8 @@ import torch
 from galip_bench.errors import UserError
 from galip_bench.evaluation import PROTOCOLS, get_protocol
 from galip_bench.evaluation.plans import SamplePlan, select_captions
-from galip_bench.evaluation.protocols import HIGHER, LOWER, direction, metric_direction
+from galip_bench.evaluation.protocols import direction, metric_direction
+from galip_bench.evaluation.spec import HIGHER, LOWER
 from galip_bench.metrics.speed import measure_speed
 from galip_bench.metrics.weights import WEIGHTS, format_weights_report, resolve_weights, weights_report
 

@@ -12,7 +12,7 @@ from torchvision import transforms
 from galip_bench.cli import main
 from galip_bench.data import official_stats_path
 from galip_bench.data.images import image_transform
-from galip_bench.evaluation.driver import build_protocols, reference_of
+from galip_bench.evaluation.planning import build_protocols, reference_of
 from galip_bench.evaluation.plans import SamplePlan
 from galip_bench.grids.grid import load_grid
 from galip_bench.train.amp import AMP, RESET_SCALE, SCALER_MIN

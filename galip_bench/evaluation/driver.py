@@ -8,17 +8,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import IterableDataset
 from torchvision.transforms.functional import to_pil_image
 from tqdm import tqdm
 
-from galip_bench.data import (build_dataset, dataset_id, legacy_stats_path, official_stats_path, reference_images,
-                              split_size)
+from galip_bench.data import dataset_id, reference_images
 from galip_bench.data.tokens import tokenize
-from galip_bench.errors import UserError
 from galip_bench.evaluation.bootstrap import fid_interval
-from galip_bench.evaluation.protocols import prepare_official, protocol_class
+from galip_bench.evaluation.planning import build_protocols, caption_table, check_sample_count, reference_of
 from galip_bench.evaluation.smoke import smoke_extractor
+from galip_bench.evaluation.spec import prepare_official
 from galip_bench.files import file_sha256
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
@@ -28,94 +26,9 @@ from galip_bench.provenance import git_commit, library_versions
 from models import parameter_counts
 from models.clip import FrozenCLIP
 
-REFERENCE_MODES = ("auto", "npz", "split")
 REPEAT_WARNING = 4  # warn when N exceeds this many samples per distinct caption
 SPEED_CAPTIONS = ["a small red circle above a large blue square on a white background",
                   "a bird with a red head and a short beak", "a plate of food next to a glass of water"]
-
-
-def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
-    """The protocol instances an EvalConfig asks for, with their plans resolved for the data kind; `options`:
-    {protocol: {option: value}} (e.g. the speed protocol's batch sizes)."""
-    if eval_cfg.extractor not in ("default", "tiny"):
-        raise UserError(f"eval.extractor must be default or tiny, got {eval_cfg.extractor!r}")
-    if eval_cfg.reference not in REFERENCE_MODES:
-        raise UserError(f"eval.reference must be one of {', '.join(REFERENCE_MODES)}, got {eval_cfg.reference!r}")
-    if not eval_cfg.protocols:
-        raise UserError("no metric protocol given (e.g. fid_galip,clip_score_galip)")
-    if eval_cfg.batch_size < 1:
-        raise UserError(f"the generation batch size must be at least 1, got {eval_cfg.batch_size}")
-    if eval_cfg.bootstrap < 0:
-        raise UserError(f"the bootstrap resamples must be at least 0, got {eval_cfg.bootstrap}")
-    if len(set(eval_cfg.protocols)) != len(eval_cfg.protocols):
-        raise UserError(f"protocols listed twice: {', '.join(eval_cfg.protocols)}")
-    out = []
-    for name in eval_cfg.protocols:
-        cls = protocol_class(name)
-        plan = cls.plan.with_overrides(eval_cfg.num_samples, eval_cfg.passes, eval_cfg.seed).for_dataset(data_kind)
-        proto = cls(plan=plan, options=(options or {}).get(name), smoke=eval_cfg.extractor == "tiny")
-        if proto.kind != "speed" and not proto.smoke:  # the smoke profile rewrites any grid onto synthetic data
-            proto.check_data(data_kind)
-        out.append(proto)
-    return out
-
-
-def check_sample_count(proto, n: int) -> None:
-    """FID needs a full-rank covariance: more samples than feature dimensions. Checked before any generation."""
-    dim = proto.dim()
-    if dim is not None and n <= dim:
-        raise UserError(f"{proto.name}: {n:,} samples cannot give a full-rank covariance of its {dim}-d features "
-                        f"(FID needs more samples than dimensions): evaluate more than {dim} samples "
-                        "(eval.num_samples / --num, or the official plan)")
-
-
-def preview(eval_cfg, data_cfg, options=None) -> list:
-    """What an evaluation will do, from the split sizes alone (no caption or image is read): one dict per protocol
-    with N, the plan and the reference. Raises the UserErrors the Evaluator would (N too small, statistics
-    required but missing, a protocol on the wrong dataset)."""
-    protos = build_protocols(eval_cfg, data_cfg.kind, options)
-    quality = [p for p in protos if p.kind != "speed"]
-    if quality and split_size(data_cfg, "test") is None:
-        caption_table(data_cfg)  # raises: streamed shards have no fixed test split
-    n_img = split_size(data_cfg, "test") if quality else None
-    rows = []
-    for p in protos:
-        if p.kind == "speed":
-            rows.append({"protocol": p.name, "n": None, "plan": f"batch sizes {p.option('batch_sizes')}",
-                         "reference": "n/a"})
-            continue
-        n = p.plan.count(n_img)
-        if n is not None:
-            check_sample_count(p, n)
-        reference = "n/a"
-        if p.kind == "features":
-            source, where = reference_of(p, data_cfg, eval_cfg.reference)
-            reference = (f"GALIP's statistics {where}" if source == "npz" else
-                         "the test split through the same pipeline (computed once, cached)")
-        rows.append({"protocol": p.name, "n": n, "plan": p.plan.describe(n_img), "reference": reference})
-    return rows
-
-
-def caption_table(data_cfg) -> list:
-    """[(key, [captions])] of the evaluation split, in split order, without decoding an image."""
-    dataset = build_dataset(data_cfg, "test", train=False)
-    if isinstance(dataset, IterableDataset):
-        raise UserError(f"evaluation needs a dataset with a fixed test split, not streamed {data_cfg.kind} "
-                        "shards: set eval.data (e.g. {kind: coco, root: data/coco})")
-    return dataset.caption_table()
-
-
-def reference_of(proto, data_cfg, mode: str):
-    """('npz', path) or ('split', 'test'): where a features protocol's reference statistics come from."""
-    if proto.reference_source == "galip" and not proto.smoke and mode != "split":
-        path = legacy_stats_path(data_cfg)
-        if path is not None:
-            return "npz", path
-        if mode == "npz":
-            expected = official_stats_path(data_cfg) or f"{data_cfg.root}/npz/*.npz"
-            raise UserError(f"eval.reference=npz: {proto.name} needs GALIP's released statistics {expected} "
-                            "(mu, sigma; from the GALIP data release), not found")
-    return "split", "test"
 
 
 class Evaluator:

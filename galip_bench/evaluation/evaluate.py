@@ -7,7 +7,8 @@ from galip_bench.checkpoints import load_model
 from galip_bench.config.resolve import resolve_data_size
 from galip_bench.devices import resolve_device
 from galip_bench.errors import UserError
-from galip_bench.evaluation.driver import Evaluator, build_protocols
+from galip_bench.evaluation.driver import Evaluator
+from galip_bench.evaluation.planning import build_protocols
 
 
 def evaluate_checkpoint(checkpoint, data_cfg, eval_cfg, site, *, device="auto", model_config=None, overrides=(),

@@ -1,41 +1,15 @@
-"""Metric protocols as executable specs (the stylegan3 ``metric_main`` idea). Each protocol owns everything its number
-depends on, and the evaluation driver (``evaluation.driver``) only executes it:
-
-- its sample plan (which captions, how many, which passes: ``evaluation.plans``),
-- its image preparation (``prepare``: e.g. the official loop's clamp and nan_to_num before CLIP and Inception),
-- its extractor, weights, feature size and precision, and its smoke-profile substitute,
-- its reference (GALIP's released statistics or the test split through the same pipeline),
-- each metric's direction (lower or higher is better) and the settings ``regress`` must compare,
-- the settings a published number depends on (``comparable``), which the report checks before showing one.
-
-The results record is serialised from the protocol instance that ran (``settings_dict``), so the recorded plan,
-N, captions digest and reference are the ones that were executed.
-"""
+"""The registry of metric protocols: one class per protocol, each an executable spec (``evaluation.spec``) that
+states its plan, preparation, extractor, weights, reference, directions and the settings it is compared on; and the
+look-ups the driver, the gate and the report use."""
 from __future__ import annotations
 
 import torch
 
 from galip_bench.errors import UserError
 from galip_bench.evaluation.plans import SamplePlan
+from galip_bench.evaluation.spec import HIGHER, LOWER, Protocol
 from galip_bench.metrics import clip_score as cs
 from galip_bench.metrics.fid import FeatureBank, StatsAccumulator, frechet_distance
-
-LOWER, HIGHER = -1, +1
-OFFICIAL_CLAMP = "clamp(-1, 1), then nan_to_num(nan=-1, posinf=1, neginf=-1) (the official test loop)"
-TINY_FEATURES = "tiny random conv net, 64-d (smoke profile; numbers not comparable to anything published)"
-TINY_CLIP = "the model's own CLIP (smoke profile; numbers not comparable to anything published)"
-# settings that must be equal for two records of a protocol to be compared (regress) or for a published number to
-# apply (report); the plan's drawn captions and N are part of both
-PLAN_KEYS = ("plan", "passes", "plan_num_samples", "plan_batch")
-GATED = PLAN_KEYS + ("seed", "num_samples", "captions_sha256", "prepare", "resize", "extractor", "weights",
-                     "precision", "reference", "reference_sha256", "options")
-COMPARABLE = PLAN_KEYS + ("prepare", "resize", "extractor", "weights", "precision", "reference", "options")
-
-
-def prepare_official(images: torch.Tensor) -> torch.Tensor:
-    """The official test loop's ``clamp(-1, 1)`` then ``nan_to_num(nan=-1, posinf=1, neginf=-1)``."""
-    return torch.nan_to_num(images.float().clamp(-1, 1), nan=-1.0, posinf=1.0, neginf=-1.0)
-
 
 PROTOCOLS: dict = {}
 
@@ -43,93 +17,6 @@ PROTOCOLS: dict = {}
 def register(cls):
     PROTOCOLS[cls.name] = cls
     return cls
-
-
-class Protocol:
-    name: str
-    matches: str                 # the reference implementation it reproduces
-    kind: str                    # "features" | "clip" | "speed"
-    metrics: dict                # metric -> LOWER | HIGHER | None (informational); default {name: better}
-    better: int = LOWER
-    resize: str = ""
-    extractor: str = ""
-    weights: str | None = None   # key of metrics.weights.WEIGHTS
-    feature_dim: int | None = None
-    precision: str = "fp32"
-    reference_source: str | None = None   # features: "galip" (GALIP's npz when present) or "split"
-    requires_data: str | None = None      # a data kind the protocol is defined on
-    plan = SamplePlan()
-    bootstrap = False
-    default_options: tuple = ()
-    gated = GATED
-    comparable = COMPARABLE
-
-    def __init__(self, plan: SamplePlan | None = None, options=None, smoke: bool = False):
-        self.plan = plan or type(self).plan
-        opts = dict(self.default_options)
-        unknown = set(dict(options or {})) - set(opts)
-        if unknown:
-            raise UserError(f"protocol {self.name}: unknown option(s) {', '.join(sorted(unknown))} "
-                            f"(has: {', '.join(opts) or 'none'})")
-        opts.update(dict(options or {}))
-        self.options, self.smoke = opts, smoke
-        self.reference = "n/a" if self.kind != "features" else f"{self.reference_source}: not resolved yet"
-        self.reference_sha256 = self.reference_path = None
-        self.ran: dict = {}      # the resolved plan's summary (N, distinct captions, digest, description)
-        if smoke:
-            self.extractor, self.weights = (TINY_FEATURES if self.kind == "features" else TINY_CLIP), None
-
-    @classmethod
-    def weights_needed(cls) -> list:
-        return [cls.weights] if cls.weights else []
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__ and "metrics" not in cls.__dict__:  # one metric, named like the protocol
-            cls.metrics = {cls.name: cls.better}
-
-    def option(self, key):
-        return self.options[key]
-
-    def make_extractor(self, resolver, device="cpu"):
-        """The protocol's extractor on `device`, from the weight file `resolver` finds; it remembers the file
-        (its hash enters the reference statistics' cache key)."""
-        path = resolver(self.weights, self.name)
-        extractor = self.build(path, device)
-        extractor.weights_path = str(path)
-        return extractor
-
-    def dim(self) -> int | None:
-        """Feature size (FID needs more samples than this); None where the metric has no covariance."""
-        return 64 if (self.smoke and self.feature_dim) else self.feature_dim
-
-    def settings_dict(self) -> dict:
-        matches = (f"smoke-profile stand-in for {self.name} ({self.extractor}); compares only runs of the smoke "
-                   "profile" if self.smoke else self.matches)
-        return {"protocol": self.name, "matches": matches, **self.plan.settings(),
-                "prepare": OFFICIAL_CLAMP if self.kind != "speed" else "n/a", "resize": self.resize,
-                "extractor": self.extractor, "weights": self.weights, "precision": self.precision,
-                "reference": self.reference, "reference_sha256": self.reference_sha256,
-                "options": dict(self.options), "smoke": self.smoke, **self.ran}
-
-    def compute(self, acc, reference=None) -> float:
-        """The protocol's main metric (the one named like the protocol)."""
-        return self.compute_all(acc, reference)[self.name]
-
-    def gated_settings(self, settings: dict) -> dict:
-        return {k: settings.get(k) for k in self.gated}
-
-    def reference_settings(self, dataset_id: str, weights_sha256=None) -> dict:
-        """Everything split reference statistics depend on (the stats-cache key): not the generated side's plan."""
-        keep = ("protocol", "prepare", "resize", "extractor", "weights", "precision", "options", "smoke")
-        return {**{k: v for k, v in self.settings_dict().items() if k in keep}, "dataset": dataset_id,
-                "weights_sha256": weights_sha256}
-
-    def check_data(self, data_kind: str) -> None:
-        if self.requires_data and data_kind != self.requires_data:
-            raise UserError(f"protocol {self.name} is defined on {self.requires_data} (its captions and "
-                            f"statistics); the evaluation data is {data_kind}: set eval.data to the "
-                            f"{self.requires_data} dataset")
 
 
 # ---- Inception / CLIP-embedding FIDs ---------------------------------------------------------------------------------

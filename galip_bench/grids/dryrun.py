@@ -3,7 +3,7 @@ transforms, training length, batch and processes, optimiser and precision, and t
 protocol (N, passes, caption selection, reference source)."""
 from galip_bench.data import split_size
 from galip_bench.errors import UserError
-from galip_bench.evaluation.driver import preview
+from galip_bench.evaluation.planning import preview
 from galip_bench.train.amp import RESET_SCALE, SCALER_MIN
 from galip_bench.train.length import describe as describe_length
 

@@ -6,7 +6,7 @@ from galip_bench.config.schema import DataConfig
 from galip_bench.data import require_root, shard_pattern
 from galip_bench.data.layouts import CAPTION_FOLDER, coco_folder, cub_folders, require_dir, require_manifest, split_file
 from galip_bench.errors import UserError
-from galip_bench.evaluation.driver import preview
+from galip_bench.evaluation.planning import preview
 from galip_bench.evaluation.protocols import protocol_class
 from galip_bench.metrics.weights import resolve_weights
 

@@ -8,7 +8,8 @@ import pandas as pd
 import yaml
 
 from galip_bench.errors import UserError
-from galip_bench.evaluation.protocols import PLAN_KEYS, PROTOCOLS, direction
+from galip_bench.evaluation.protocols import PROTOCOLS, direction
+from galip_bench.evaluation.spec import PLAN_KEYS
 
 ORDER = {"finished": 0, "running": 1, "pending": 2, "failed": 3}
 
