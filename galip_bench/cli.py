@@ -32,7 +32,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (all of them when None), so a command starts without
+    importing what the others need (torch, open_clip, matplotlib...)."""
     parser = argparse.ArgumentParser(prog="galip-bench", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        importlib.import_module(f"galip_bench.commands.{module}").add_arguments(p)
+        if command is None or name == command:
+            importlib.import_module(f"galip_bench.commands.{module}").add_arguments(p)
     return parser
 
 
@@ -48,7 +51,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
     argv = [a for a in argv if a != "--debug"]
-    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     args.debug = debug
     if args.command is None:
