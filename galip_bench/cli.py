@@ -24,6 +24,7 @@ COMMANDS = {
     "report": ("report", "build tables and plots for a grid"),
     "regress": ("regress", "regression-gate a checkpoint against a baseline"),
     "speed": ("speed", "measure synthesis latency and throughput"),
+    "bench": ("bench", "measure synthesis, training and evaluation speed, faithful and fast paths side by side"),
     "status": ("status", "show the state of each run of a grid"),
     "convert": ("convert", "convert checkpoints between the official GALIP format and ours"),
     "data": ("data", "validate a dataset (data check CONFIG) or write a rehearsal COCO tree (data fake-coco DIR)"),

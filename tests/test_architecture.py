@@ -12,7 +12,7 @@ LAYERS = [
     ("galip_bench.data", "galip_bench.metrics"),
     ("galip_bench.checkpoints", "galip_bench.runs"),
     ("galip_bench.train", "galip_bench.evaluation"),
-    ("galip_bench.grids",),
+    ("galip_bench.grids", "galip_bench.benchmark"),
     ("galip_bench.report",),
     ("galip_bench.commands",),
     ("galip_bench.cli",),

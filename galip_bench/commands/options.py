@@ -18,8 +18,16 @@ def add_plan_arguments(p):
                         "or the test split (split)")
     p.add_argument("--bootstrap", type=int, default=100,
                    help="resamples of the generated features for each FID's 95%% interval (0: off; default 100)")
+    add_synthesis_argument(p)
     p.add_argument("--extractor", choices=["default", "tiny"], default="default",
                    help="tiny: small random-init extractors (tests, smoke; not comparable to published numbers)")
+
+
+def add_synthesis_argument(p):
+    p.add_argument("--synthesis", choices=["faithful", "fast"], default="faithful",
+                   help="faithful: the official numerics (fp32; TF32 on a GPU, as the official environment); fast: "
+                        "bf16 autocast, channels_last, torch.compile and CUDA graphs on a GPU (recorded; "
+                        "default: faithful)")
 
 
 def add_model_source_arguments(p):
@@ -40,7 +48,8 @@ def protocol_list(text) -> list:
 
 def eval_config(args, protocols) -> EvalConfig:
     return EvalConfig(protocols=protocols, num_samples=args.num, passes=args.passes, batch_size=args.batch,
-                      seed=args.seed, extractor=args.extractor, reference=args.reference, bootstrap=args.bootstrap)
+                      seed=args.seed, extractor=args.extractor, reference=args.reference, bootstrap=args.bootstrap,
+                      synthesis=args.synthesis)
 
 
 def model_source(args) -> dict:

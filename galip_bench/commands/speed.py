@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from galip_bench.commands.options import model_source
+from galip_bench.commands.options import add_synthesis_argument, model_source
 from galip_bench.config.schema import EvalConfig
 from galip_bench.config.site import load_site
 from galip_bench.errors import UserError
@@ -25,6 +25,7 @@ def add_arguments(p):
                                           "1,4,16 on a CPU)")
     p.add_argument("--repeats", type=int, help="timed calls per batch size (default: 10 on a GPU, 5 on a CPU)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
+    add_synthesis_argument(p)
     p.add_argument("--out", help="write the JSON records here")
     p.set_defaults(allow_download=False)
 
@@ -44,7 +45,8 @@ def run(args) -> int:
         raise UserError("--repeats must be at least 1 and --warmup at least 0")
     options = {"speed": {"batch_sizes": _batch_sizes(args.batch_sizes) if args.batch_sizes else None,
                          "repeats": args.repeats, "warmup": args.warmup}}
-    records = evaluate_checkpoint(args.checkpoint, None, EvalConfig(protocols=["speed"]), load_site(args.bench),
+    eval_cfg = EvalConfig(protocols=["speed"], synthesis=args.synthesis)
+    records = evaluate_checkpoint(args.checkpoint, None, eval_cfg, load_site(args.bench),
                                   options=options, **model_source(args))
     values = {r["metric"]: r["value"] for r in records}
     table = pd.DataFrame([{"batch": int(k[len("img_s_b"):]), "img_per_s": v} for k, v in values.items()

@@ -40,7 +40,7 @@ def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
                             "test loop)")
         for section, data in (("data", cfg.data), ("eval.data", cfg.eval.data)):
             if data is not None:
-                _check_range(section, data, {"size": 8, "num_train": 1, "num_test": 1})
+                _check_range(section, data, {"size": 8, "num_train": 1, "num_test": 1, "num_workers": 0})
                 resolve_data_size(data, cfg.model.img_size, section)
     except UserError as err:
         raise UserError(f"{source}: {err}") from None

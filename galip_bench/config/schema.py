@@ -20,6 +20,8 @@ class DataConfig:
     manifest: Optional[str] = None    # captions kind: JSONL/CSV manifest (else a folder of image + .txt pairs)
     skip_corrupt: bool = False        # skip (and count) images that do not decode instead of stopping
     embedding_cache: bool = False     # cache sentence embeddings per (dataset, split, CLIP weights)
+    num_workers: Optional[int] = None # loader processes per training process (0: read in the training process);
+                                      # None: its share of the CPUs less one, at most 8. Results do not depend on it
 
 
 @dataclass
@@ -60,6 +62,8 @@ class EvalConfig:
     reference: str = "auto"             # GALIP-protocol statistics: auto (GALIP's released npz when the dataset has
                                         # it, else the test split), npz (required), split
     bootstrap: int = 100                # resamples of the generated features for each FID's 95% interval (0: off)
+    synthesis: str = "faithful"         # faithful (the official loop's fp32/TF32 numerics) | fast (bf16, channels_last,
+                                        # compiled on a GPU): recorded, and compared only with its own kind
     extractor: str = "default"          # default | tiny (random-init small extractors for the smoke profile)
     data: Optional[DataConfig] = None   # evaluation captions/references when they differ from the training data
 

@@ -5,6 +5,7 @@ manifest or a folder of image + .txt pairs), webdataset (img2dataset tar shards,
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -16,7 +17,7 @@ from galip_bench.data.tokens import tokenize
 from galip_bench.errors import UserError
 
 __all__ = ["build_dataset", "shard_pattern", "require_root", "reference_images", "legacy_stats_path",
-           "official_stats_path", "split_size", "tokenize", "dataset_id"]
+           "official_stats_path", "split_size", "tokenize", "dataset_id", "auto_workers"]
 KINDS = ("synthetic", "cub", "coco", "captions", "webdataset")
 SPLITS = ("train", "test")
 # GALIP's released FID statistics of the test splits (code/cfg/coco.yml, birds.yml: `npz_path`)
@@ -53,6 +54,13 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
     return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.seed)
 
 
+def auto_workers(local_processes: int = 1) -> int:
+    """Workers per training process when data.num_workers is unset: the process's share of the CPUs it may use,
+    less one for the training process itself, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus // max(1, local_processes) - 1))
+
+
 def shard_pattern(cfg: DataConfig, split: str) -> str:
     """The webdataset shard pattern of a split (test_shards for the test split when set)."""
     pattern = cfg.test_shards if (split == "test" and cfg.test_shards) else cfg.shards
@@ -66,13 +74,21 @@ def require_root(cfg: DataConfig) -> None:
         raise UserError(f"data.kind={cfg.kind} needs data.root (the dataset folder)")
 
 
-def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int] = None) -> Iterator[torch.Tensor]:
+def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int] = None,
+                     num_workers: int = 0) -> Iterator[torch.Tensor]:
     """The FID reference set: the test split's images in [-1,1], resized to int(size*76/64) and centre-cropped
-    to size (synthetic: rendered at size), one image per image file, in batches."""
+    to size (synthetic: rendered at size), one image per image file, in batches; decoded by `num_workers` loader
+    processes (the test transform draws nothing, so the images do not depend on them)."""
     dataset = build_dataset(cfg, "test", train=False)
-    samples = iter(dataset) if isinstance(dataset, IterableDataset) else (dataset[j] for j in range(len(dataset)))
+    if not isinstance(dataset, IterableDataset):
+        count = len(dataset) if limit is None else min(limit, len(dataset))
+        subset = torch.utils.data.Subset(dataset, range(count))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
+                                             collate_fn=_stack_images)
+        yield from loader
+        return
     batch = []
-    for i, sample in enumerate(samples):
+    for i, sample in enumerate(dataset):
         if limit is not None and i >= limit:
             break
         batch.append(sample["image"])
@@ -81,6 +97,10 @@ def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int]
             batch = []
     if batch:
         yield torch.stack(batch)
+
+
+def _stack_images(samples: list) -> torch.Tensor:
+    return torch.stack([s["image"] for s in samples])
 
 
 def official_stats_path(cfg: DataConfig) -> Optional[str]:

@@ -11,12 +11,13 @@ import torch
 from torchvision.transforms.functional import to_pil_image
 from tqdm import tqdm
 
-from galip_bench.data import dataset_id, reference_images
+from galip_bench.data import auto_workers, dataset_id, reference_images
 from galip_bench.data.tokens import tokenize
 from galip_bench.evaluation.bootstrap import fid_interval
 from galip_bench.evaluation.planning import build_protocols, caption_table, check_sample_count, reference_of
 from galip_bench.evaluation.smoke import smoke_extractor
 from galip_bench.evaluation.spec import prepare_official
+from galip_bench.evaluation.synthesis import Synthesizer
 from galip_bench.files import file_sha256
 from galip_bench.metrics.fid import load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
@@ -63,6 +64,8 @@ class Evaluator:
                     p.reference_path = where if source == "npz" else None
                     p.reference_sha256 = file_sha256(where) if source == "npz" else None
         self.extractors, self.references = {}, {}
+        self.workers = (data_cfg.num_workers if data_cfg is not None and data_cfg.num_workers is not None
+                        else auto_workers())
 
     def plan_lines(self) -> list:
         """One line per protocol: N, captions and reference (printed before the work starts), and a warning where
@@ -91,7 +94,7 @@ class Evaluator:
             else:
                 def compute():
                     acc = proto.new_accumulator()
-                    for images in reference_images(self.data):
+                    for images in reference_images(self.data, num_workers=self.workers):
                         acc.update(extractor(images.to(self.device)))
                     return acc.state()
                 weights = getattr(extractor, "weights_path", None)
@@ -111,17 +114,18 @@ class Evaluator:
             return extractor.encode_image(images)[1].float(), sent.float()
         return extractor.encode_image(images), extractor.encode_text(captions)
 
-    def _generate(self, galip, resolved, members, extractors, step):
+    def _generate(self, synth, resolved, members, extractors, step):
         accs = {p.name: p.new_accumulator() for p in members}
         kept = {p.name: [] for p in members if p.bootstrap and self.cfg.bootstrap}
-        noise = torch.randn(resolved.n, galip.cfg.z_dim, generator=torch.Generator().manual_seed(members[0].plan.seed))
+        noise = torch.randn(resolved.n, synth.galip.cfg.z_dim,
+                            generator=torch.Generator().manual_seed(members[0].plan.seed))
         batch = self.cfg.batch_size
         bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False,
                    **progress_options())
         for start in range(0, resolved.n, batch):
             captions = resolved.captions[start:start + batch]
-            sent = galip.clip.encode_text(tokenize(captions).to(self.device))[0].float()
-            images = prepare_official(galip.netG(noise[start:start + batch].to(self.device), sent))
+            sent = synth.encode(tokenize(captions))
+            images = prepare_official(synth.generate(noise[start:start + batch], sent))
             if self.save_images is not None:
                 self._save(images, start)
             for p in members:
@@ -155,6 +159,14 @@ class Evaluator:
                  **({"error": error} if error else {})} for m, v in values.items()]
 
     @torch.no_grad()
+    def prepare(self, galip) -> None:
+        """Build every extractor and load or compute every reference now (else the first call does it)."""
+        for p in self.protos:
+            extractor = self._extractor(p, galip)
+            if p.kind == "features":
+                self._reference(p, extractor)
+
+    @torch.no_grad()
     def __call__(self, galip, step: int = None, final: bool = True) -> list:
         """Records of every quality protocol at `step`; with `final`, the speed protocols' too (timed once)."""
         speed = self.measure_speed(galip) if final else []
@@ -165,11 +177,12 @@ class Evaluator:
         galip.eval()
         records = []
         try:
-            for resolved, members in self.groups.values():
-                extractors = {p.name: self._extractor(p, galip) for p in members}
-                accs, kept = self._generate(galip, resolved, members, extractors, step)
-                for p in members:
-                    records += self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
+            with Synthesizer(galip, self.cfg.synthesis) as synth:
+                for resolved, members in self.groups.values():
+                    extractors = {p.name: self._extractor(p, galip) for p in members}
+                    accs, kept = self._generate(synth, resolved, members, extractors, step)
+                    for p in members:
+                        records += self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
         finally:
             galip.train(was_training)
         return records + speed
@@ -180,10 +193,10 @@ class Evaluator:
         records = []
         tokens = tokenize(SPEED_CAPTIONS).to(self.device)
         for p in self.speed:
-            encode = lambda t: galip.clip.encode_text(t)[0].float()  # noqa: E731
             report = (lambda b, r: print(f"speed: batch {b}: {r['median_s'] * 1000:.1f} ms, {r['img_s']:.1f} img/s",
                                          file=sys.stderr, flush=True)) if self.progress else None
-            result = p.measure(encode, galip.netG, tokens, galip.cfg.z_dim, self.device, report=report)
+            with Synthesizer(galip, self.cfg.synthesis) as synth:
+                result = p.measure(synth.encode, synth.generate, tokens, galip.cfg.z_dim, self.device, report=report)
             values = {k: v for k, v in result.items() if isinstance(v, (int, float))}
             values.update({f"img_s_b{b}": v["img_s"] for b, v in result["per_batch"].items()})
             values.update({f"params_{net}_{kind}": n for net, counts in parameter_counts(galip).items()

@@ -6,6 +6,7 @@ from torch.utils.data import IterableDataset
 from galip_bench.data import build_dataset, legacy_stats_path, official_stats_path, split_size
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import protocol_class
+from galip_bench.evaluation.synthesis import SYNTHESIS_MODES
 
 REFERENCE_MODES = ("auto", "npz", "split")
 
@@ -21,6 +22,8 @@ def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
         raise UserError("no metric protocol given (e.g. fid_galip,clip_score_galip)")
     if eval_cfg.batch_size < 1:
         raise UserError(f"the generation batch size must be at least 1, got {eval_cfg.batch_size}")
+    if eval_cfg.synthesis not in SYNTHESIS_MODES:
+        raise UserError(f"eval.synthesis must be one of {', '.join(SYNTHESIS_MODES)}, got {eval_cfg.synthesis!r}")
     if eval_cfg.bootstrap < 0:
         raise UserError(f"the bootstrap resamples must be at least 0, got {eval_cfg.bootstrap}")
     if len(set(eval_cfg.protocols)) != len(eval_cfg.protocols):
@@ -29,7 +32,8 @@ def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
     for name in eval_cfg.protocols:
         cls = protocol_class(name)
         plan = cls.plan.with_overrides(eval_cfg.num_samples, eval_cfg.passes, eval_cfg.seed).for_dataset(data_kind)
-        proto = cls(plan=plan, options=(options or {}).get(name), smoke=eval_cfg.extractor == "tiny")
+        proto = cls(plan=plan, options=(options or {}).get(name), smoke=eval_cfg.extractor == "tiny",
+                    synthesis=eval_cfg.synthesis)
         if proto.kind != "speed" and not proto.smoke:  # the smoke profile rewrites any grid onto synthetic data
             proto.check_data(data_kind)
         out.append(proto)

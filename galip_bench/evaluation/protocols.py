@@ -166,12 +166,15 @@ class ClipScoreGALIP(Protocol):
     weights = "clip_vit_b32"
     better = HIGHER
     clip_preprocess = "official"
+    fp16_on_gpu = True  # the official clip.load keeps fp16 weights on a GPU (fp32 on a CPU)
+    precision = "fp16 weights on a GPU, fp32 on a CPU (as the official clip.load)"
 
     def clip_model(self) -> str:
         return "ViT-B-32-quickgelu"  # the official CLIP4evl: OpenAI ViT-B/32
 
     def build(self, path, device):
-        return cs.ClipEmbedder(self.clip_model(), path, self.clip_preprocess, device)
+        fp16 = torch.device(device).type == "cuda" and self.fp16_on_gpu
+        return cs.ClipEmbedder(self.clip_model(), path, self.clip_preprocess, device, fp16_weights=fp16)
 
     def new_accumulator(self):
         return cs.ClipScoreGALIP(self.plan.batch)
@@ -188,6 +191,8 @@ class ClipScore(ClipScoreGALIP):
     extractor = "CLIP image embedding vs text embedding"
     default_options = (("clip_model", "ViT-B-32-quickgelu"),)
     clip_preprocess = "standard"
+    fp16_on_gpu = False
+    precision = "fp32"
 
     def clip_model(self) -> str:
         return self.option("clip_model")
@@ -206,14 +211,14 @@ class Speed(Protocol):
     matches = "synthesis latency/throughput of text encoder + generator (warm-up, synchronised timing, median)"
     extractor = "n/a"
     default_options = (("batch_sizes", None), ("repeats", None), ("warmup", 3))
-    gated = ("options",)
+    gated = ("options", "synthesis")
     # batch sizes and repeats when not given: GPU-sized on a GPU, CPU-sized (minutes, not hours) on a CPU
     DEVICE_DEFAULTS = {"cuda": {"batch_sizes": (1, 8, 32, 64, 128, 256), "repeats": 10},
                        "cpu": {"batch_sizes": (1, 4, 16), "repeats": 5}}
 
     def settings_dict(self) -> dict:
         return {"protocol": self.name, "matches": self.matches, "seed": self.plan.seed,
-                "options": dict(self.options)}
+                "synthesis": self.synthesis, "options": dict(self.options)}
 
     def measure(self, encode_text, generator, tokens, noise_dim, device="cpu", report=None) -> dict:
         """Time text encoding + generation; `report(batch, result)` is called as each batch size completes."""

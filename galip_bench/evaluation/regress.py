@@ -11,6 +11,7 @@ import pandas as pd
 
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import PROTOCOLS, direction, metric_direction
+from galip_bench.evaluation.spec import SETTING_DEFAULTS
 
 BASELINE_FORMAT = 2
 SPEED_PROTOCOLS = ("speed",)
@@ -68,8 +69,9 @@ def settings_differences(old: dict, new: dict) -> list:
     so, sn = old.get("settings") or {}, new.get("settings") or {}
     cls = PROTOCOLS.get(old["protocol"])
     for k in (cls.gated if cls is not None else sorted(set(so) | set(sn))):
-        if so.get(k) != sn.get(k):
-            diffs.append(f"{k}: baseline {so.get(k)!r} vs new {sn.get(k)!r}")
+        before, after = (s.get(k, SETTING_DEFAULTS.get(k)) for s in (so, sn))
+        if before != after:
+            diffs.append(f"{k}: baseline {before!r} vs new {after!r}")
     if old.get("dataset") and new.get("dataset") and old["dataset"] != new["dataset"]:
         diffs.append(f"dataset: baseline {old['dataset']!r} vs new {new['dataset']!r}")
     return diffs
@@ -185,6 +187,7 @@ def eval_settings_from_records(records) -> dict:
     return {"protocols": protos, "num_samples": s.get("plan_num_samples") if plan in ("fixed", "distinct") else None,
             "passes": s.get("passes") if plan == "official" else None, "seed": s.get("seed", 0),
             "batch_size": 64, "extractor": "tiny" if s.get("smoke") else "default",
+            "synthesis": s.get("synthesis", SETTING_DEFAULTS["synthesis"]),
             "reference": "split" if any(str(r["settings"].get("reference", "")).startswith("split") and
                                         getattr(PROTOCOLS.get(r["protocol"]), "reference_source", None) == "galip"
                                         for r in quality) else "auto"}

@@ -26,9 +26,11 @@ TINY_CLIP = "the model's own CLIP (smoke profile; numbers not comparable to anyt
 # settings that must be equal for two records of a protocol to be compared (regress) or for a published number to
 # apply (report); the plan's drawn captions and N are part of both
 PLAN_KEYS = ("plan", "passes", "plan_num_samples", "plan_batch")
-GATED = PLAN_KEYS + ("seed", "num_samples", "captions_sha256", "prepare", "resize", "extractor", "weights",
-                     "precision", "reference", "reference_sha256", "options")
-COMPARABLE = PLAN_KEYS + ("prepare", "resize", "extractor", "weights", "precision", "reference", "options")
+GATED = PLAN_KEYS + ("seed", "num_samples", "captions_sha256", "synthesis", "prepare", "resize", "extractor",
+                     "weights", "precision", "reference", "reference_sha256", "options")
+COMPARABLE = PLAN_KEYS + ("synthesis", "prepare", "resize", "extractor", "weights", "precision", "reference",
+                          "options")
+SETTING_DEFAULTS = {"synthesis": "faithful"}  # what records written before a setting existed ran
 
 
 def prepare_official(images: torch.Tensor) -> torch.Tensor:
@@ -55,8 +57,9 @@ class Protocol:
     gated = GATED
     comparable = COMPARABLE
 
-    def __init__(self, plan: SamplePlan | None = None, options=None, smoke: bool = False):
-        self.plan = plan or type(self).plan
+    def __init__(self, plan: SamplePlan | None = None, options=None, smoke: bool = False,
+                 synthesis: str = "faithful"):
+        self.plan, self.synthesis = plan or type(self).plan, synthesis
         opts = dict(self.default_options)
         unknown = set(dict(options or {})) - set(opts)
         if unknown:
@@ -97,7 +100,7 @@ class Protocol:
     def settings_dict(self) -> dict:
         matches = (f"smoke-profile stand-in for {self.name} ({self.extractor}); compares only runs of the smoke "
                    "profile" if self.smoke else self.matches)
-        return {"protocol": self.name, "matches": matches, **self.plan.settings(),
+        return {"protocol": self.name, "matches": matches, **self.plan.settings(), "synthesis": self.synthesis,
                 "prepare": OFFICIAL_CLAMP if self.kind != "speed" else "n/a", "resize": self.resize,
                 "extractor": self.extractor, "weights": self.weights, "precision": self.precision,
                 "reference": self.reference, "reference_sha256": self.reference_sha256,
@@ -108,7 +111,7 @@ class Protocol:
         return self.compute_all(acc, reference)[self.name]
 
     def gated_settings(self, settings: dict) -> dict:
-        return {k: settings.get(k) for k in self.gated}
+        return {k: settings.get(k, SETTING_DEFAULTS.get(k)) for k in self.gated}
 
     def reference_settings(self, dataset_id: str, weights_sha256=None) -> dict:
         """Everything split reference statistics depend on (the stats-cache key): not the generated side's plan."""

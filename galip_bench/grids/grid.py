@@ -57,8 +57,17 @@ def _label(value) -> str:
     return str(value)
 
 
+EXECUTION_ONLY = ("data.num_workers",)  # settings results do not depend on: a run keeps its id (and resumes) across them
+
+
 def run_id_of(conf) -> str:
-    return hashlib.sha256(OmegaConf.to_yaml(conf, resolve=True, sort_keys=True).encode()).hexdigest()[:10]
+    conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
+    for key in EXECUTION_ONLY:
+        section, name = key.rsplit(".", 1)
+        node = OmegaConf.select(conf, section)
+        if node is not None and name in node:
+            del node[name]
+    return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _variants(raw: dict, path: Path) -> list:

@@ -92,13 +92,17 @@ class ClipEmbedder:
     """
 
     def __init__(self, model_name: str = "ViT-B-32-quickgelu", weights=None, preprocess: str = "standard",
-                 device="cpu"):
+                 device="cpu", fp16_weights: bool = False):
         import open_clip
 
         from galip_bench.metrics.weights import read_clip_state_dict
         self.model = open_clip.create_model(model_name, device=device)
         if weights:
             self.model.load_state_dict(read_clip_state_dict(weights))
+        self.dtype = torch.float32
+        if fp16_weights:  # as OpenAI's clip.load on a GPU: conv/linear/attention weights and projections in fp16
+            open_clip.model.convert_weights_to_lp(self.model, torch.float16)
+            self.dtype = torch.float16
         self.model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess = PREPROCESS[preprocess]
@@ -106,7 +110,7 @@ class ClipEmbedder:
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(self.preprocess(images.to(self.device).float())).float()
+        return self.model.encode_image(self.preprocess(images.to(self.device).float()).to(self.dtype)).float()
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> torch.Tensor:

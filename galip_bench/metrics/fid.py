@@ -64,24 +64,33 @@ class StatsAccumulator:
         self._shift = None  # first batch mean: subtracting it keeps the sums well conditioned
 
     def update(self, features) -> None:
-        f = _as_numpy64(features)
+        """features [B, D]: a numpy array, or a tensor, whose sums then stay on its device (in float64), so a GPU
+        evaluation does not wait for a copy to the host at every batch."""
+        f = features.detach().double() if torch.is_tensor(features) else _as_numpy64(features)
         if f.ndim != 2 or (self.dim is not None and f.shape[1] != self.dim):
-            raise ValueError(f"expected features of shape [N, {self.dim or 'D'}], got {f.shape}")
+            raise ValueError(f"expected features of shape [N, {self.dim or 'D'}], got {tuple(f.shape)}")
         if f.shape[0] == 0:
             return
         if self._sum is None:
             self.dim = f.shape[1]
-            self._shift = f.mean(axis=0)
-            self._sum = np.zeros(self.dim)
-            self._outer = np.zeros((self.dim, self.dim))
+            self._shift = f.mean(axis=0) if isinstance(f, np.ndarray) else f.mean(dim=0)
+            self._sum, self._outer = 0.0, 0.0
+        if torch.is_tensor(f) != torch.is_tensor(self._shift):  # a stream that mixes the two: sum on the host
+            self._to_numpy()
+            f = _as_numpy64(f)
         c = f - self._shift
-        self._sum += c.sum(axis=0)
-        self._outer += c.T @ c
+        self._sum = self._sum + c.sum(0)
+        self._outer = self._outer + c.T @ c
         self.n += f.shape[0]
+
+    def _to_numpy(self) -> None:
+        self._shift, self._sum, self._outer = (_as_numpy64(x) if torch.is_tensor(x) else x
+                                               for x in (self._shift, self._sum, self._outer))
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < 2:
             raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        self._to_numpy()
         mean_c = self._sum / self.n
         sigma = (self._outer - self.n * np.outer(mean_c, mean_c)) / (self.n - 1)
         return self._shift + mean_c, sigma

@@ -9,7 +9,7 @@ import yaml
 
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import PROTOCOLS, direction
-from galip_bench.evaluation.spec import PLAN_KEYS
+from galip_bench.evaluation.spec import PLAN_KEYS, SETTING_DEFAULTS
 
 ORDER = {"finished": 0, "running": 1, "pending": 2, "failed": 3}
 
@@ -57,7 +57,7 @@ def reference_mismatch(ref: dict, settings: dict):
     wanted["smoke"] = False
     wanted.update(ref.get("settings") or {})
     for key, value in wanted.items():
-        have = settings.get(key)
+        have = settings.get(key, SETTING_DEFAULTS.get(key))
         if isinstance(value, tuple):
             value = dict(value)
         if have != value:

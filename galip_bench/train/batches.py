@@ -23,7 +23,7 @@ class Batches:
     """Deterministic batches laid out as the official loader (`DistributedSampler` + `DataLoader(drop_last=True)`):
     each epoch a permutation seeded by (seed, epoch), padded by wrapping to a multiple of the process count, every
     `world_size`-th index from `rank` on, cut into full batches. The position is a function of the step, so
-    restoring the step restores the data position. Streamed (webdataset) data is read in order; a resume skips the
+    restoring the step restores the data position (`train.loader` reads them, with workers or not). Streamed (webdataset) data is read in order; a resume skips the
     samples already consumed."""
 
     def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
@@ -45,7 +45,8 @@ class Batches:
         mine = padded[self.rank::self.world_size]
         return [int(i) for i in mine[pos * self.batch_size: (pos + 1) * self.batch_size]]
 
-    def _streamed(self, step: int) -> list:
+    def streamed_samples(self, step: int) -> list:
+        """The samples of `step` from a stream, read in order (a jump re-reads the stream up to that point)."""
         if self.stream is None or self.next_step != step:
             self.stream = iter(self.dataset)
             for _ in range(step * self.batch_size):
@@ -59,9 +60,3 @@ class Batches:
         except StopIteration:  # end of the shards: start another pass
             self.stream = iter(self.dataset)
             return next(self.stream)
-
-    def get(self, step: int) -> dict:
-        samples = self._streamed(step) if self.streamed else [self.dataset[i] for i in self.indices(step)]
-        return {"image": torch.stack([s["image"] for s in samples]),
-                "tokens": torch.stack([s["tokens"] for s in samples]),
-                "caption": [s["caption"] for s in samples]}

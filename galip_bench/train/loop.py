@@ -2,6 +2,7 @@
 the step loop with its hooks (log, samples, evaluation, checkpoint). Checkpoints are atomic (keep the last K);
 resume restores nets, optimisers, scaler and step, and the data position and every random draw follow from
 (seed, rank, step) (`train.batches`), so a checkpoint needs no RNG state."""
+import os
 import sys
 import time
 from types import SimpleNamespace
@@ -11,7 +12,7 @@ from tqdm import tqdm
 
 from galip_bench.checkpoints import load_nets, read_checkpoint, save_checkpoint
 from galip_bench.checkpoints.clip import build_clip
-from galip_bench.data import build_dataset, dataset_id
+from galip_bench.data import auto_workers, build_dataset, dataset_id
 from galip_bench.devices import resolve_device
 from galip_bench.errors import UserError
 from galip_bench.progress import progress_options
@@ -21,6 +22,7 @@ from galip_bench.train import distributed
 from galip_bench.train.amp import AMP
 from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
+from galip_bench.train.loader import StepLoader
 from galip_bench.train.samples import SampleSheet
 from galip_bench.train.step import make_optimizers, train_step
 from models import GALIP
@@ -54,7 +56,7 @@ def _initialize(cfg, cache_dir) -> SimpleNamespace:
     torch.manual_seed(seed)  # identical initial weights on every rank
     galip = GALIP(cfg.model, clip=build_clip(cfg.model.clip, taps=cfg.model.d_taps, device=device, seed=seed))
     galip = galip.to(device)
-    opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2))
+    opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2), fused=device.type == "cuda")
     batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size),
                       tc.batch_size, seed, rank, world_size)
     cache = None
@@ -62,9 +64,12 @@ def _initialize(cfg, cache_dir) -> SimpleNamespace:
         from galip_bench.data.embedding_cache import EmbeddingCache, weights_hash
         cache = EmbeddingCache(cache_dir, dataset_id(cfg.data, "train"), "train", weights_hash(galip.clip))
         cache.build(batches.dataset.all_captions(), lambda t: galip.clip.encode_text(t.to(device))[0])
+    workers = cfg.data.num_workers
+    if workers is None:
+        workers = auto_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     return SimpleNamespace(device=device, rank=rank, world_size=world_size, main=rank == 0, seed=seed, galip=galip,
                            opt_d=opt_d, opt_g=opt_g, amp=AMP.create(tc.precision, device.type), batches=batches,
-                           cache=cache, steps=total_steps(tc, batches.num_images, world_size))
+                           workers=workers, cache=cache, steps=total_steps(tc, batches.num_images, world_size))
 
 
 def _resume(run, run_dir: RunDir) -> tuple:
@@ -80,10 +85,11 @@ def _resume(run, run_dir: RunDir) -> tuple:
     return ckpt["step"], path
 
 
-def _one_step(cfg, run, step: int) -> dict:
-    seed_step(run.seed, run.rank, step)
-    batch = run.batches.get(step)
-    images, tokens = batch["image"].to(run.device), batch["tokens"].to(run.device)
+def _one_step(cfg, run, step: int, batch: dict) -> dict:
+    """One optimiser step on `batch` (already on the device); the loss terms come back as 0-d tensors, so the
+    host waits for the GPU only where a value is logged."""
+    seed_step(run.seed, run.rank, step)  # after the batch is read: the draws below do not depend on who read it
+    images, tokens = batch["image"], batch["tokens"]
     noise = torch.randn(images.shape[0], cfg.model.z_dim, device=run.device)
     sent = run.cache.lookup(batch["caption"]).to(run.device) if run.cache is not None else None
     run.galip.train()
@@ -130,13 +136,15 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     # Train. The hooks of a step run in this order: log, samples, evaluation, checkpoint. Samples and metrics come
     # before the checkpoint: a kill in between resumes from an earlier checkpoint, which drops this step's records
     # and writes them again, never half of them.
+    loader = iter(StepLoader(run.batches, step, steps, num_workers=run.workers, device=run.device))
     with Interrupt() as stop:
         while step < steps:
-            losses = _one_step(cfg, run, step)
+            losses = _one_step(cfg, run, step, next(loader))
             step += 1
             bar.update(1)
-            bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}", refresh=False)
             if main and due(tc.log_every):
+                losses = {k: float(v) for k, v in losses.items()}
+                bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}", refresh=False)
                 run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
                 run_dir.set_status("running", step=step, steps=steps)
             if sheet is not None and due(tc.sample_every):
@@ -150,14 +158,14 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
                 checkpoint()
             if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
                 bar.close()
-                return {"step": step, "interrupted": True, "losses": losses}
+                return {"step": step, "interrupted": True, "losses": {k: float(v) for k, v in losses.items()}}
             if stop.signal:
                 checkpoint()
                 bar.close()
                 if main:
                     run_dir.set_status("failed", step=step, error=f"interrupted by {stop.signal} at step {step}; "
                                                                   "resumable")
-                return {"step": step, "interrupted": True, "losses": losses}
+                return {"step": step, "interrupted": True, "losses": {k: float(v) for k, v in losses.items()}}
     bar.close()
     if main:
         run_dir.set_status("finished", step=step, error=None, wall_s=time.time() - t0)

@@ -1,0 +1,158 @@
+"""The measurements of `galip-bench bench`, one function per row group. Each returns rows
+{"row", "path", "value", "unit", "note"}; the faithful and the fast path run on the same inputs."""
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galip_bench.checkpoints.clip import build_clip
+from galip_bench.config.resolve import canvas_size, resolve_run_config
+from galip_bench.config.schema import DataConfig, EvalConfig, RunConfig, TrainConfig
+from galip_bench.data import official_stats_path
+from galip_bench.data.fake import write_fake_coco
+from galip_bench.data.tokens import tokenize
+from galip_bench.evaluation.driver import SPEED_CAPTIONS, Evaluator
+from galip_bench.evaluation.protocols import FIDGALIP
+from galip_bench.evaluation.synthesis import SYNTHESIS_MODES, Synthesizer, compare
+from galip_bench.metrics.speed import _time_once, measure_speed
+from galip_bench.runs.rundir import RunDir, read_jsonl
+from galip_bench.train.amp import AMP
+from galip_bench.train.loop import train_run
+from galip_bench.train.step import make_optimizers, train_step
+from models import GALIP
+
+
+def row(name, path, value, unit, note="") -> dict:
+    return {"row": name, "path": path, "value": float(value), "unit": unit, "note": note}
+
+
+def build_galip(model_cfg, device, seed: int = 0) -> GALIP:
+    torch.manual_seed(seed)
+    clip = build_clip(model_cfg.clip, taps=model_cfg.d_taps, device=device, seed=seed)
+    return GALIP(model_cfg, clip=clip).to(device)
+
+
+def _peak_gib(device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+
+
+def _reset_peak(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def synthesis(galip, device, sizes) -> tuple:
+    """Latency at batch 1 and throughput at `sizes.throughput_batch` per path, and how far the fast images are from
+    the faithful ones on the same noise and captions."""
+    rows, images = [], {}
+    tokens = tokenize(SPEED_CAPTIONS)
+    noise = torch.randn(sizes.fidelity_batch, galip.cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    fidelity_tokens = tokens[torch.arange(sizes.fidelity_batch) % len(tokens)]
+    for mode in SYNTHESIS_MODES:
+        with Synthesizer(galip, mode) as synth:
+            result = measure_speed(synth.encode, synth.generate, tokens, galip.cfg.z_dim, device,
+                                   batch_sizes=(1, sizes.throughput_batch), repeats=sizes.repeats,
+                                   warmup=sizes.warmup)
+            images[mode] = synth(fidelity_tokens, noise)
+        rows.append(row("synthesis latency, batch 1", mode, result["latency_ms"], "ms"))
+        rows.append(row(f"synthesis throughput, batch {result['throughput_batch']}", mode,
+                        result["throughput_img_s"], "img/s"))
+    embed = lambda x: galip.clip.encode_image(x)[1]  # noqa: E731  (the model's CLIP image tower)
+    gap = compare(images["fast"], images["faithful"], embed)
+    return rows, {"images": sizes.fidelity_batch, **gap}
+
+
+def train_step_speed(model_cfg, device, sizes) -> list:
+    """One optimiser step (D then G) on random inputs at `sizes.train_batch`, per precision."""
+    rows = []
+    precisions = ("fp32", "fp16", "bf16") if device.type == "cuda" else ("fp32", "bf16")
+    for precision in precisions:
+        _reset_peak(device)
+        galip = build_galip(model_cfg, device)
+        opt_d, opt_g = make_optimizers(galip, fused=device.type == "cuda")
+        amp = AMP.create(precision, device.type)
+        b, size = sizes.train_batch, model_cfg.img_size
+        gen = torch.Generator().manual_seed(1)
+        images = (torch.rand(b, 3, size, size, generator=gen) * 2 - 1).to(device)
+        tokens = tokenize([SPEED_CAPTIONS[i % len(SPEED_CAPTIONS)] for i in range(b)]).to(device)
+        noise = torch.randn(b, model_cfg.z_dim, generator=gen).to(device)
+        step = lambda: train_step(galip, opt_d, opt_g, images, tokens, noise, amp=amp)  # noqa: E731
+        for _ in range(sizes.warmup):
+            step()
+        median = statistics.median(_time_once(step, device) for _ in range(sizes.repeats))
+        name = "fp16 + GradScaler" if precision == "fp16" else precision
+        peak = _peak_gib(device)
+        note = f"peak {peak:.1f} GiB" if device.type == "cuda" else ""
+        rows.append(row(f"training step, batch {b}", name, median * 1000, "ms", note))
+        rows.append(row(f"training step, batch {b}", name, b / median, "img/s", note))
+        del galip, opt_d, opt_g
+    return rows
+
+
+def train_end_to_end(model_cfg, device, sizes, work: Path) -> list:
+    """A real run (data loading with workers, steps, logs, a checkpoint) on a generated COCO-layout tree of
+    full-size JPEGs; images/s over the steps after the first third (start-up and worker spin-up excluded)."""
+    root = work / "fake-coco"
+    if not (root / "train" / "filenames.pickle").is_file():
+        write_fake_coco(root, sizes.e2e_images, progress=False)
+    _reset_peak(device)
+    train = TrainConfig(steps=sizes.e2e_steps, epochs=None, batch_size=sizes.train_batch, device=device.type,
+                        log_every=1, ckpt_every=sizes.e2e_steps, sample_every=0, eval_every=0)
+    cfg = resolve_run_config(RunConfig(grid="bench", variant="e2e", model=model_cfg,
+                                       data=DataConfig(kind="coco", root=str(root), num_workers=sizes.workers),
+                                       train=train, eval=EvalConfig(protocols=[])))
+    run_dir = RunDir(work / "e2e-run")
+    t0 = time.perf_counter()
+    train_run(cfg, run_dir, progress=False, cache_dir=str(work / "cache"))
+    wall = time.perf_counter() - t0
+    log = read_jsonl(run_dir.train_log)
+    first = log[len(log) // 3]
+    rate = (log[-1]["step"] - first["step"]) * sizes.train_batch / (log[-1]["time"] - first["time"])
+    workers = sizes.workers if sizes.workers is not None else "auto"
+    note = (f"{cfg.data.size} px crops of {sizes.e2e_images:,} JPEGs, {workers} workers, {len(log)} steps in "
+            f"{wall:.0f} s incl. start-up" + (f", peak {_peak_gib(device):.1f} GiB" if device.type == "cuda" else ""))
+    return [row(f"training end to end, batch {sizes.train_batch}", cfg.train.precision, rate, "img/s", note)]
+
+
+def evaluation(galip, device, sizes, site, work: Path) -> tuple:
+    """fid_galip + clip_score_galip on `sizes.eval_n` samples of the fake COCO tree's test captions, per path, with
+    the reference statistics read from an npz (as GALIP's released ones are), so no reference pass is timed.
+    Start-up (captions, extractors, the fast path's compilation) is timed apart from the steady evaluation."""
+    root = work / "fake-coco"
+    if not (root / "test" / "filenames.pickle").is_file():
+        write_fake_coco(root, sizes.e2e_images, progress=False)
+    if sizes.extractor != "tiny":  # the smoke stand-ins compare against the split, computed at start-up
+        _write_reference(root)
+    data = DataConfig(kind="coco", root=str(root), size=canvas_size(galip.cfg.img_size), num_workers=sizes.workers)
+    rows, values = [], {}
+    for mode in SYNTHESIS_MODES:
+        cfg = EvalConfig(protocols=["fid_galip", "clip_score_galip"], num_samples=sizes.eval_n,
+                         batch_size=sizes.eval_batch, bootstrap=0, extractor=sizes.extractor, synthesis=mode)
+        t0 = time.perf_counter()
+        evaluator = Evaluator(cfg, data, site, device, progress=False)
+        evaluator.prepare(galip)
+        with Synthesizer(galip, mode) as synth:  # compiles the fast path at the evaluation batch shape
+            synth(tokenize(SPEED_CAPTIONS[:1] * sizes.eval_batch), torch.zeros(sizes.eval_batch, galip.cfg.z_dim))
+        startup = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        records = evaluator(galip, step=0, final=False)
+        steady = time.perf_counter() - t1
+        values[mode] = {r["metric"]: r["value"] for r in records}
+        rows.append(row(f"evaluation, fid_galip + clip_score_galip, N={sizes.eval_n:,}", mode,
+                        sizes.eval_n / steady, "img/s", f"{steady:.1f} s steady + {startup:.1f} s start-up"))
+    moved = {m: values["fast"][m] - values["faithful"][m] for m in values["faithful"]}
+    return rows, {"faithful": values["faithful"], "fast": values["fast"], "fast_minus_faithful": moved}
+
+
+def _write_reference(root: Path) -> None:
+    """Stand-in for GALIP's released statistics (values meaningless, shape right), where fid_galip looks for them,
+    so the timed evaluation reads its reference as the official loop does."""
+    rng = np.random.default_rng(0)
+    dim = FIDGALIP.feature_dim
+    a = rng.normal(size=(dim, dim)) / dim
+    path = Path(official_stats_path(DataConfig(kind="coco", root=str(root))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, mu=rng.normal(size=dim), sigma=a @ a.T + np.eye(dim) * 1e-3)

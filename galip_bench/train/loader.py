@@ -1,0 +1,97 @@
+"""The training input pipeline: the step-indexed batches of `Batches` fed through a `DataLoader` with worker
+processes, pinned memory and a one-batch lookahead onto the device.
+
+Determinism does not depend on the worker count: every sample is read with its own seed, a function of (seed,
+rank, step, position in the batch), which seeds the augmentation (crop, flip) and the caption draw wherever the
+sample is decoded. A loader started at step k yields exactly the batches an uninterrupted one yields from k on."""
+import random
+import zlib
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from galip_bench.train.batches import Batches, seed_step
+
+
+def sample_seed(seed: int, rank: int, step: int, position: int) -> int:
+    return zlib.crc32(f"{seed}/{rank}/{step}/{position}".encode())
+
+
+class SeededSamples(Dataset):
+    """Item (index, seed): seeds python, numpy and torch, then reads dataset[index]."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        return self.dataset[index]
+
+
+class StepSampler(Sampler):
+    """The batches of steps [start, stop), each a list of (index, sample seed)."""
+
+    def __init__(self, batches: Batches, start: int, stop: int):
+        self.batches, self.start, self.stop = batches, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        b = self.batches
+        for step in range(self.start, self.stop):
+            yield [(i, sample_seed(b.seed, b.rank, step, j)) for j, i in enumerate(b.indices(step))]
+
+
+def collate(samples: list) -> dict:
+    return {"image": torch.stack([s["image"] for s in samples]),
+            "tokens": torch.stack([s["tokens"] for s in samples]),
+            "caption": [s["caption"] for s in samples]}
+
+
+class StepLoader:
+    """Iterates the batches of steps [start, stop) on `device`. Map-style data goes through a DataLoader with
+    `num_workers` processes (0: read in this process, same samples); streamed (webdataset) data is read in order
+    in this process, as the resume position of a stream is a count of samples."""
+
+    def __init__(self, batches: Batches, start: int, stop: int, num_workers: int = 0, device="cpu",
+                 prefetch_factor: int = 4):
+        self.batches, self.start, self.stop = batches, start, stop
+        self.device = torch.device(device)
+        self.loader = None
+        if not batches.streamed:
+            workers = dict(num_workers=num_workers, prefetch_factor=prefetch_factor,
+                           persistent_workers=False) if num_workers > 0 else {}
+            self.loader = DataLoader(SeededSamples(batches.dataset), batch_sampler=StepSampler(batches, start, stop),
+                                     collate_fn=collate, pin_memory=self.device.type == "cuda", **workers)
+
+    def _host_batches(self):
+        if self.loader is not None:
+            yield from self.loader
+            return
+        for step in range(self.start, self.stop):
+            seed_step(self.batches.seed, self.batches.rank, step)
+            yield collate(self.batches.streamed_samples(step))
+
+    def _to_device(self, batch: dict) -> dict:
+        if self.device.type == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def __iter__(self):
+        """Batch k+1 is copied to the device (asynchronously, from pinned memory) before batch k is handed out."""
+        host = self._host_batches()
+        ahead = next(host, None)
+        ahead = None if ahead is None else self._to_device(ahead)
+        while ahead is not None:
+            current = ahead
+            ahead = next(host, None)
+            ahead = None if ahead is None else self._to_device(ahead)
+            yield current
