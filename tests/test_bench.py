@@ -18,7 +18,8 @@ def test_bench_quick_runs_on_the_cpu_and_writes_every_row(tmp_path, capsys):
         groups.setdefault(r["row"].split(",")[0], set()).add(r["path"])
     assert groups["synthesis latency"] == groups["synthesis throughput"] == {"faithful", "fast"}
     assert groups["evaluation"] == {"faithful", "fast"}
-    assert groups["training step"] == {"fp32", "bf16"} and groups["training end to end"] == {"fp32"}
+    assert groups["training step"] == {"fp32", "bf16"}
+    assert groups["training end to end"] == {"fp32, decode pil", "fp32, decode torchvision"}
     gap = result["fast_vs_faithful_images"]
     assert 0 < gap["mean_abs"] < 0.05 and gap["cosine_min"] > 0.99
     assert set(result["fast_vs_faithful_metrics"]["fast_minus_faithful"]) == {"fid_galip", "clip_score_galip"}

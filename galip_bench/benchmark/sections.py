@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from galip_bench.checkpoints.clip import build_clip
-from galip_bench.config.resolve import canvas_size, resolve_run_config
+from galip_bench.config.resolve import DECODERS, canvas_size, resolve_run_config
 from galip_bench.config.schema import DataConfig, EvalConfig, RunConfig, TrainConfig
 from galip_bench.data import official_stats_path
 from galip_bench.data.fake import write_fake_coco
@@ -94,27 +94,33 @@ def train_step_speed(model_cfg, device, sizes) -> list:
 
 def train_end_to_end(model_cfg, device, sizes, work: Path) -> list:
     """A real run (data loading with workers, steps, logs, a checkpoint) on a generated COCO-layout tree of
-    full-size JPEGs; images/s over the steps after the first third (start-up and worker spin-up excluded)."""
+    full-size JPEGs, once per JPEG decoder (PIL in the loader workers; torchvision on the training device, nvJPEG on
+    a GPU); images/s over the steps after the first third (start-up and worker spin-up excluded)."""
     root = work / "fake-coco"
     if not (root / "train" / "filenames.pickle").is_file():
         write_fake_coco(root, sizes.e2e_images, progress=False)
-    _reset_peak(device)
-    train = TrainConfig(steps=sizes.e2e_steps, epochs=None, batch_size=sizes.train_batch, device=device.type,
-                        log_every=1, ckpt_every=sizes.e2e_steps, sample_every=0, eval_every=0)
-    cfg = resolve_run_config(RunConfig(grid="bench", variant="e2e", model=model_cfg,
-                                       data=DataConfig(kind="coco", root=str(root), num_workers=sizes.workers),
-                                       train=train, eval=EvalConfig(protocols=[])))
-    run_dir = RunDir(work / "e2e-run")
-    t0 = time.perf_counter()
-    train_run(cfg, run_dir, progress=False, cache_dir=str(work / "cache"))
-    wall = time.perf_counter() - t0
-    log = read_jsonl(run_dir.train_log)
-    first = log[len(log) // 3]
-    rate = (log[-1]["step"] - first["step"]) * sizes.train_batch / (log[-1]["time"] - first["time"])
-    workers = sizes.workers if sizes.workers is not None else "auto"
-    note = (f"{cfg.data.size} px crops of {sizes.e2e_images:,} JPEGs, {workers} workers, {len(log)} steps in "
-            f"{wall:.0f} s incl. start-up" + (f", peak {_peak_gib(device):.1f} GiB" if device.type == "cuda" else ""))
-    return [row(f"training end to end, batch {sizes.train_batch}", cfg.train.precision, rate, "img/s", note)]
+    rows = []
+    for decode in DECODERS:
+        _reset_peak(device)
+        train = TrainConfig(steps=sizes.e2e_steps, epochs=None, batch_size=sizes.train_batch, device=device.type,
+                            log_every=1, ckpt_every=sizes.e2e_steps, sample_every=0, eval_every=0)
+        data = DataConfig(kind="coco", root=str(root), num_workers=sizes.workers, decode=decode)
+        cfg = resolve_run_config(RunConfig(grid="bench", variant=f"e2e-{decode}", model=model_cfg, data=data,
+                                           train=train, eval=EvalConfig(protocols=[])))
+        run_dir = RunDir(work / f"e2e-{decode}")
+        t0 = time.perf_counter()
+        train_run(cfg, run_dir, progress=False, cache_dir=str(work / "cache"))
+        wall = time.perf_counter() - t0
+        log = read_jsonl(run_dir.train_log)
+        first = log[len(log) // 3]
+        rate = (log[-1]["step"] - first["step"]) * sizes.train_batch / (log[-1]["time"] - first["time"])
+        workers = sizes.workers if sizes.workers is not None else "auto"
+        note = (f"{cfg.data.size} px crops of {sizes.e2e_images:,} JPEGs, {workers} workers, {len(log)} steps in "
+                f"{wall:.0f} s incl. start-up" + (f", peak {_peak_gib(device):.1f} GiB" if device.type == "cuda"
+                                                   else ""))
+        rows.append(row(f"training end to end, batch {sizes.train_batch}", f"{cfg.train.precision}, decode {decode}",
+                        rate, "img/s", note))
+    return rows
 
 
 def evaluation(galip, device, sizes, site, work: Path) -> tuple:

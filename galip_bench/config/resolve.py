@@ -41,10 +41,22 @@ def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
         for section, data in (("data", cfg.data), ("eval.data", cfg.eval.data)):
             if data is not None:
                 _check_range(section, data, {"size": 8, "num_train": 1, "num_test": 1, "num_workers": 0})
+                check_decode(data, section)
                 resolve_data_size(data, cfg.model.img_size, section)
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
     return cfg
+
+
+DECODERS = ("pil", "torchvision")
+
+
+def check_decode(data, section: str = "data") -> None:
+    if data.decode not in DECODERS:
+        raise UserError(f"{section}.decode must be one of {', '.join(DECODERS)}, got {data.decode!r}")
+    if data.decode == "torchvision" and data.kind not in ("cub", "coco", "captions"):
+        raise UserError(f"{section}.decode=torchvision decodes image files (cub, coco, captions); "
+                        f"data.kind={data.kind} has none: use decode=pil")
 
 
 def resolve_data_size(data, img_size: int, section: str = "data"):

@@ -22,6 +22,8 @@ class DataConfig:
     embedding_cache: bool = False     # cache sentence embeddings per (dataset, split, CLIP weights)
     num_workers: Optional[int] = None # loader processes per training process (0: read in the training process);
                                       # None: its share of the CPUs less one, at most 8. Results do not depend on it
+    decode: str = "pil"               # training JPEGs: pil (in the loader workers, as the official loader) |
+                                      # torchvision (decode_jpeg on the training device: nvJPEG on a GPU)
 
 
 @dataclass

@@ -51,7 +51,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
         raise UserError(f"unknown data.kind '{cfg.kind}' (choose from {', '.join(KINDS)})")
     if not entries:
         raise UserError(f"data.kind={cfg.kind} at {cfg.root or cfg.manifest}: the {split} split is empty")
-    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.seed)
+    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.seed, decode=cfg.decode if train else "pil")
 
 
 def auto_workers(local_processes: int = 1) -> int:

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 from torch.utils.data import Dataset
 
+from galip_bench.data.device_decode import plan_sample
 from galip_bench.data.images import CorruptImage, bbox_crop, image_transform, open_rgb
 from galip_bench.data.tokens import tokenize_one
 
@@ -25,6 +26,7 @@ class CaptionedImages(Dataset):
     train: bool
     skip_corrupt: bool = False
     seed: int = 0
+    decode: str = "pil"               # pil | torchvision (bytes + augmentation plan; decoded on the training device)
     skipped: List[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -54,7 +56,8 @@ class CaptionedImages(Dataset):
         for attempt in range(len(self.entries)):
             entry = self.entries[(index + attempt) % len(self.entries)]
             try:
-                img = self._image(entry)
+                plan = plan_sample(entry.path, entry.bbox, self.size, self.train) if self.decode != "pil" else None
+                img = self._image(entry) if plan is None else None
             except CorruptImage:
                 if not self.skip_corrupt:
                     raise
@@ -62,6 +65,7 @@ class CaptionedImages(Dataset):
                     self.skipped.append(entry.key)
                 continue  # skipped and counted: the next entry takes its place
             caption = self._caption(entry)
-            return {"image": self.transform(img), "caption": caption, "tokens": tokenize_one(caption).clone(),
-                    "key": entry.key, "captions": entry.captions}
+            pixels = {"image": self.transform(img)} if plan is None else {"plan": plan}
+            return {**pixels, "caption": caption, "tokens": tokenize_one(caption).clone(), "key": entry.key,
+                    "captions": entry.captions}
         raise CorruptImage("no image of the dataset decodes")

@@ -24,13 +24,17 @@ def open_rgb(path) -> Image.Image:
                            "(set data.skip_corrupt=true to skip such files)") from None
 
 
-def bbox_crop(img: Image.Image, bbox) -> Image.Image:
-    """GALIP's CUB crop: a square of side 1.5*max(w, h) around the box centre, clipped to the image."""
+def bbox_box(bbox, width: int, height: int) -> tuple:
+    """GALIP's CUB crop box (left, top, right, bottom): a square of side 1.5*max(w, h) around the bounding box's
+    centre, clipped to the image."""
     x, y, w, h = bbox
     r = int(max(w, h) * 0.75)
     cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
-    width, height = img.size
-    return img.crop((max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)))
+    return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
+
+
+def bbox_crop(img: Image.Image, bbox) -> Image.Image:
+    return img.crop(bbox_box(bbox, *img.size))
 
 
 def image_transform(size: int, train: bool):

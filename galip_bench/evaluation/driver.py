@@ -133,7 +133,7 @@ class Evaluator:
                     features = extractors[p.name](images)
                     accs[p.name].update(features)
                     if p.name in kept:
-                        kept[p.name].append(features.float().cpu())
+                        kept[p.name].append(features.float())  # on the device, as the sums
                 else:
                     accs[p.name].update(*self._clip_embeddings(extractors[p.name], images, sent, captions))
             bar.update(len(captions))

@@ -32,12 +32,12 @@ class ClipScoreGALIP:
         self.cosines: list[torch.Tensor] = []
 
     def update(self, img_emb, txt_emb) -> None:
-        self.cosines.append(_cosine(img_emb, txt_emb).cpu())
+        self.cosines.append(_cosine(img_emb, txt_emb))  # stays on its device: no wait for the GPU per batch
 
     def result(self) -> float:
         if not self.cosines:
             raise ValueError("no samples were accumulated")
-        cos = torch.cat(self.cosines)
+        cos = torch.cat(self.cosines).cpu()
         chunks = cos.split(self.batch or len(cos))
         return float(sum(c.mean().item() for c in chunks) / len(chunks))
 
@@ -49,13 +49,13 @@ class ClipScore:
         self.total, self.n = 0.0, 0
 
     def update(self, img_emb, txt_emb) -> None:
-        self.total += (100.0 * _cosine(img_emb, txt_emb).clamp(min=0)).sum().item()
+        self.total = self.total + (100.0 * _cosine(img_emb, txt_emb).clamp(min=0)).sum()  # a device tensor
         self.n += len(img_emb)
 
     def result(self) -> float:
         if self.n == 0:
             raise ValueError("no samples were accumulated")
-        return self.total / self.n
+        return float(self.total) / self.n
 
 
 def clip_score_galip(img_emb, txt_emb, batch_size: int | None = None) -> float:

@@ -5,12 +5,15 @@ Determinism does not depend on the worker count: every sample is read with its o
 rank, step, position in the batch), which seeds the augmentation (crop, flip) and the caption draw wherever the
 sample is decoded. A loader started at step k yields exactly the batches an uninterrupted one yields from k on."""
 import random
+import signal
 import zlib
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from galip_bench.data.device_decode import decode_batch
+from galip_bench.errors import UserError
 from galip_bench.train.batches import Batches, seed_step
 
 
@@ -32,7 +35,10 @@ class SeededSamples(Dataset):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        except UserError as err:  # handed to the training process as it is (a worker would wrap its message)
+            return {"user_error": err}
 
 
 class StepSampler(Sampler):
@@ -50,10 +56,31 @@ class StepSampler(Sampler):
             yield [(i, sample_seed(b.seed, b.rank, step, j)) for j, i in enumerate(b.indices(step))]
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Workers leave SIGINT/SIGTERM to the training process, which stops at a step boundary and then ends them (a
+    scheduler's or a terminal's signal reaches the whole process group; a worker that died of it would fail the
+    step the training process is finishing)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def collate(samples: list) -> dict:
-    return {"image": torch.stack([s["image"] for s in samples]),
-            "tokens": torch.stack([s["tokens"] for s in samples]),
-            "caption": [s["caption"] for s in samples]}
+    """Images stacked; with `data.decode: torchvision`, the JPEGs' decode plans (and any non-JPEG decoded by PIL)."""
+    errors = [s["user_error"] for s in samples if "user_error" in s]
+    if errors:
+        return {"user_error": errors[0]}
+    batch = {"tokens": torch.stack([s["tokens"] for s in samples]), "caption": [s["caption"] for s in samples]}
+    if all("image" in s for s in samples):
+        batch["image"] = torch.stack([s["image"] for s in samples])
+    else:
+        batch["pixels"] = [s.get("plan", s.get("image")) for s in samples]
+    return batch
+
+
+def _decode_on(pixels: list, device) -> torch.Tensor:
+    plans = [p for p in pixels if isinstance(p, dict)]
+    decoded = iter(decode_batch(plans, device))
+    return torch.stack([next(decoded) if isinstance(p, dict) else p.to(device) for p in pixels])
 
 
 class StepLoader:
@@ -65,22 +92,34 @@ class StepLoader:
                  prefetch_factor: int = 4):
         self.batches, self.start, self.stop = batches, start, stop
         self.device = torch.device(device)
-        self.loader = None
+        self.loader = self._iterator = None
         if not batches.streamed:
-            workers = dict(num_workers=num_workers, prefetch_factor=prefetch_factor,
-                           persistent_workers=False) if num_workers > 0 else {}
+            workers = dict(num_workers=num_workers, prefetch_factor=prefetch_factor, persistent_workers=False,
+                           worker_init_fn=_ignore_stop_signals) if num_workers > 0 else {}
             self.loader = DataLoader(SeededSamples(batches.dataset), batch_sampler=StepSampler(batches, start, stop),
                                      collate_fn=collate, pin_memory=self.device.type == "cuda", **workers)
 
+    def close(self) -> None:
+        """End the worker processes now. They ignore SIGTERM, so they must not be left to interpreter exit
+        (multiprocessing would terminate and then wait for them); the training loop calls this on every way out."""
+        if self._iterator is not None and hasattr(self._iterator, "_shutdown_workers"):
+            self._iterator._shutdown_workers()
+        self._iterator = None
+
     def _host_batches(self):
         if self.loader is not None:
-            yield from self.loader
+            self._iterator = iter(self.loader)
+            yield from self._iterator
             return
         for step in range(self.start, self.stop):
             seed_step(self.batches.seed, self.batches.rank, step)
             yield collate(self.batches.streamed_samples(step))
 
     def _to_device(self, batch: dict) -> dict:
+        if "user_error" in batch:
+            raise batch["user_error"]
+        if "pixels" in batch:
+            batch["image"] = _decode_on(batch.pop("pixels"), self.device)
         if self.device.type == "cpu":
             return batch
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

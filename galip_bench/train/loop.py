@@ -5,6 +5,7 @@ resume restores nets, optimisers, scaler and step, and the data position and eve
 import os
 import sys
 import time
+from contextlib import closing
 from types import SimpleNamespace
 
 import torch
@@ -136,8 +137,9 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     # Train. The hooks of a step run in this order: log, samples, evaluation, checkpoint. Samples and metrics come
     # before the checkpoint: a kill in between resumes from an earlier checkpoint, which drops this step's records
     # and writes them again, never half of them.
-    loader = iter(StepLoader(run.batches, step, steps, num_workers=run.workers, device=run.device))
-    with Interrupt() as stop:
+    stream = StepLoader(run.batches, step, steps, num_workers=run.workers, device=run.device)
+    loader = iter(stream)
+    with Interrupt() as stop, closing(stream):
         while step < steps:
             losses = _one_step(cfg, run, step, next(loader))
             step += 1
