@@ -78,3 +78,29 @@ def test_a_wrong_step_is_caught(stepped):
     galip, _ = run_official_step(load_fixture("galip_official_reference.pt"), sim_w=2.0)
     errors = param_errors(galip, expected, "netG")
     assert errors["sum"] > 3 * PARAM_TOL["netG"] and errors["abs_sum"] > 3 * PARAM_TOL["netG"]
+
+
+def test_channels_last_training_is_the_same_step():
+    """train.channels_last changes the memory layout only: one tiny step gives the same losses and weights as the
+    default layout, to float32 rounding."""
+    import torch
+    from helpers import tiny_galip
+
+    from galip_bench.data.tokens import tokenize
+    results = []
+    for channels_last in (False, True):
+        galip = tiny_galip(seed=3)
+        images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        if channels_last:
+            for net in (galip.netG, galip.netD, galip.netC):
+                net.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+            assert galip.netG.to_rgb[-1].weight.is_contiguous(memory_format=torch.channels_last)
+        opt_d, opt_g = make_optimizers(galip)
+        noise = torch.randn(4, galip.cfg.z_dim, generator=torch.Generator().manual_seed(2))
+        losses = train_step(galip, opt_d, opt_g, images, tokenize(["a red square"] * 4), noise)
+        results.append((losses, torch.cat([p.detach().flatten() for p in galip.netG.parameters()])))
+    (plain, w_plain), (last, w_last) = results
+    for name in plain:
+        assert float(last[name]) == pytest.approx(float(plain[name]), rel=1e-5, abs=1e-6), name
+    assert torch.allclose(w_last, w_plain, rtol=0, atol=1e-6)

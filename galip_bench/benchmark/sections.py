@@ -66,24 +66,32 @@ def synthesis(galip, device, sizes) -> tuple:
 
 
 def train_step_speed(model_cfg, device, sizes) -> list:
-    """One optimiser step (D then G) on random inputs at `sizes.train_batch`, per precision."""
+    """One optimiser step (D then G) on random inputs at `sizes.train_batch`, per precision (and, on a GPU, with
+    train.channels_last)."""
     rows = []
-    precisions = ("fp32", "fp16", "bf16") if device.type == "cuda" else ("fp32", "bf16")
-    for precision in precisions:
+    variants = ([("fp32", False), ("fp16", False), ("bf16", False), ("fp16", True), ("bf16", True)]
+                if device.type == "cuda" else [("fp32", False), ("bf16", False)])
+    for precision, channels_last in variants:
         _reset_peak(device)
         galip = build_galip(model_cfg, device)
+        if channels_last:
+            for net in (galip.netG, galip.netD, galip.netC):
+                net.to(memory_format=torch.channels_last)
         opt_d, opt_g = make_optimizers(galip, fused=device.type == "cuda")
         amp = AMP.create(precision, device.type)
         b, size = sizes.train_batch, model_cfg.img_size
         gen = torch.Generator().manual_seed(1)
         images = (torch.rand(b, 3, size, size, generator=gen) * 2 - 1).to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         tokens = tokenize([SPEED_CAPTIONS[i % len(SPEED_CAPTIONS)] for i in range(b)]).to(device)
         noise = torch.randn(b, model_cfg.z_dim, generator=gen).to(device)
         step = lambda: train_step(galip, opt_d, opt_g, images, tokens, noise, amp=amp)  # noqa: E731
         for _ in range(sizes.warmup):
             step()
         median = statistics.median(_time_once(step, device) for _ in range(sizes.repeats))
-        name = "fp16 + GradScaler" if precision == "fp16" else precision
+        name = ("fp16 + GradScaler" if precision == "fp16" else precision) + (", channels_last" if channels_last
+                                                                              else "")
         peak = _peak_gib(device)
         note = f"peak {peak:.1f} GiB" if device.type == "cuda" else ""
         rows.append(row(f"training step, batch {b}", name, median * 1000, "ms", note))

@@ -41,6 +41,8 @@ class TrainConfig:
     sim_w: float = 4.0                  # weight of the CLIP text-image similarity term in the G loss
     precision: str = "fp32"             # fp32 | fp16 (GradScaler, as the official --mixed_precision) | bf16
     seed: int = 100                     # the official seed; each rank adds its rank
+    channels_last: bool = False         # netG, netD, netC and the real images in channels_last layout (faster
+                                        # convolutions on tensor-core GPUs; the same step up to rounding)
     device: str = "auto"                # auto | cpu | cuda
     threads: int = 0                    # torch CPU threads; 0: the job's CPUs (SLURM_CPUS_PER_TASK) or the machine's.
                                         # CPU results change with it (~1e-6): pin it for bit-identical reruns

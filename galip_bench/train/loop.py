@@ -57,6 +57,9 @@ def _initialize(cfg, cache_dir) -> SimpleNamespace:
     torch.manual_seed(seed)  # identical initial weights on every rank
     galip = GALIP(cfg.model, clip=build_clip(cfg.model.clip, taps=cfg.model.d_taps, device=device, seed=seed))
     galip = galip.to(device)
+    if tc.channels_last:
+        for net in (galip.netG, galip.netD, galip.netC):
+            net.to(memory_format=torch.channels_last)
     opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2), fused=device.type == "cuda")
     batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size),
                       tc.batch_size, seed, rank, world_size)
@@ -91,6 +94,8 @@ def _one_step(cfg, run, step: int, batch: dict) -> dict:
     host waits for the GPU only where a value is logged."""
     seed_step(run.seed, run.rank, step)  # after the batch is read: the draws below do not depend on who read it
     images, tokens = batch["image"], batch["tokens"]
+    if cfg.train.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     noise = torch.randn(images.shape[0], cfg.model.z_dim, device=run.device)
     sent = run.cache.lookup(batch["caption"]).to(run.device) if run.cache is not None else None
     run.galip.train()
