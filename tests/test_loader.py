@@ -108,7 +108,8 @@ def test_loader_workers_ignore_stop_signals_left_to_the_training_process(tmp_pat
     assert all(child.is_alive() for child in workers)
     assert len(list(it)) == 5
     stream = StepLoader(batches, 0, 6, num_workers=1)
-    next(iter(stream))
+    live = iter(stream)
+    next(live)
     assert len(set(multiprocessing.active_children()) - others) == 1
     stream.close()  # what the training loop does on every way out: no worker is left for interpreter exit
     assert not set(multiprocessing.active_children()) - others

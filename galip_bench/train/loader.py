@@ -4,8 +4,10 @@ processes, pinned memory and a one-batch lookahead onto the device.
 Determinism does not depend on the worker count: every sample is read with its own seed, a function of (seed,
 rank, step, position in the batch), which seeds the augmentation (crop, flip) and the caption draw wherever the
 sample is decoded. A loader started at step k yields exactly the batches an uninterrupted one yields from k on."""
+import atexit
 import random
 import signal
+import weakref
 import zlib
 
 import numpy as np
@@ -125,12 +127,28 @@ class StepLoader:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def __iter__(self):
-        """Batch k+1 is copied to the device (asynchronously, from pinned memory) before batch k is handed out."""
-        host = self._host_batches()
-        ahead = next(host, None)
-        ahead = None if ahead is None else self._to_device(ahead)
-        while ahead is not None:
-            current = ahead
+        """Batch k+1 is copied to the device (asynchronously, from pinned memory) before batch k is handed out. An
+        error, the end or an abandoned iteration ends the workers."""
+        _LIVE.add(self)
+        try:
+            host = self._host_batches()
             ahead = next(host, None)
             ahead = None if ahead is None else self._to_device(ahead)
-            yield current
+            while ahead is not None:
+                current = ahead
+                ahead = next(host, None)
+                ahead = None if ahead is None else self._to_device(ahead)
+                yield current
+        finally:
+            self.close()
+
+
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_loaders() -> None:
+    """Registered after multiprocessing's exit hook, so it runs first: workers that ignore SIGTERM are ended
+    through their loader instead of being terminated (and waited for) by multiprocessing."""
+    for loader in list(_LIVE):
+        loader.close()
