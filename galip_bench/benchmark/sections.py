@@ -16,7 +16,7 @@ from galip_bench.data.tokens import tokenize
 from galip_bench.evaluation.driver import SPEED_CAPTIONS, Evaluator
 from galip_bench.evaluation.protocols import FIDGALIP
 from galip_bench.evaluation.synthesis import SYNTHESIS_MODES, Synthesizer, compare
-from galip_bench.metrics.speed import _time_once, measure_speed
+from galip_bench.metrics.speed import time_once, measure_speed
 from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train.amp import AMP
 from galip_bench.train.loop import train_run
@@ -89,7 +89,7 @@ def train_step_speed(model_cfg, device, sizes) -> list:
         step = lambda: train_step(galip, opt_d, opt_g, images, tokens, noise, amp=amp)  # noqa: E731
         for _ in range(sizes.warmup):
             step()
-        median = statistics.median(_time_once(step, device) for _ in range(sizes.repeats))
+        median = statistics.median(time_once(step, device) for _ in range(sizes.repeats))
         name = ("fp16 + GradScaler" if precision == "fp16" else precision) + (", channels_last" if channels_last
                                                                               else "")
         peak = _peak_gib(device)
@@ -104,9 +104,7 @@ def train_end_to_end(model_cfg, device, sizes, work: Path) -> list:
     """A real run (data loading with workers, steps, logs, a checkpoint) on a generated COCO-layout tree of
     full-size JPEGs, once per JPEG decoder (PIL in the loader workers; torchvision on the training device, nvJPEG on
     a GPU); images/s over the steps after the first third (start-up and worker spin-up excluded)."""
-    root = work / "fake-coco"
-    if not (root / "train" / "filenames.pickle").is_file():
-        write_fake_coco(root, sizes.e2e_images, progress=False)
+    root = _fake_coco(work, sizes)
     rows = []
     for decode in DECODERS:
         _reset_peak(device)
@@ -135,9 +133,7 @@ def evaluation(galip, device, sizes, site, work: Path) -> tuple:
     """fid_galip + clip_score_galip on `sizes.eval_n` samples of the fake COCO tree's test captions, per path, with
     the reference statistics read from an npz (as GALIP's released ones are), so no reference pass is timed.
     Start-up (captions, extractors, the fast path's compilation) is timed apart from the steady evaluation."""
-    root = work / "fake-coco"
-    if not (root / "test" / "filenames.pickle").is_file():
-        write_fake_coco(root, sizes.e2e_images, progress=False)
+    root = _fake_coco(work, sizes)
     if sizes.extractor != "tiny":  # the smoke stand-ins compare against the split, computed at start-up
         _write_reference(root)
     data = DataConfig(kind="coco", root=str(root), size=canvas_size(galip.cfg.img_size), num_workers=sizes.workers)
@@ -159,6 +155,14 @@ def evaluation(galip, device, sizes, site, work: Path) -> tuple:
                         sizes.eval_n / steady, "img/s", f"{steady:.1f} s steady + {startup:.1f} s start-up"))
     moved = {m: values["fast"][m] - values["faithful"][m] for m in values["faithful"]}
     return rows, {"faithful": values["faithful"], "fast": values["fast"], "fast_minus_faithful": moved}
+
+
+def _fake_coco(work: Path, sizes) -> Path:
+    """The generated COCO tree both the training and the evaluation rows read (written once per bench)."""
+    root = work / "fake-coco"
+    if not (root / "test" / "filenames.pickle").is_file():
+        write_fake_coco(root, sizes.e2e_images, progress=False)
+    return root
 
 
 def _write_reference(root: Path) -> None:

@@ -12,7 +12,7 @@ import time
 import torch
 
 
-def _time_once(fn, device: torch.device) -> float:
+def time_once(fn, device: torch.device) -> float:
     """Seconds for one call of ``fn``; CUDA events around it on GPU."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -53,7 +53,7 @@ def measure_speed(encode_text, generator, tokens: torch.Tensor, noise_dim: int, 
         try:
             for _ in range(warmup):
                 step()
-            times = [_time_once(step, device) for _ in range(repeats)]
+            times = [time_once(step, device) for _ in range(repeats)]
         except (RuntimeError, torch.OutOfMemoryError) as err:
             if not _is_oom(err) or not per_batch:
                 raise
