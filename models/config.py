@@ -4,6 +4,8 @@ from typing import List, Optional
 
 D_BACKBONES = ("clip", "scratch")
 PREPROCESS_MODES = ("official", "standard")
+CONDITIONS = ("text", "clip_image")
+CONDITION_NORMS = ("none", "l2")
 
 
 @dataclass
@@ -36,12 +38,25 @@ class GALIPConfig:
     bridge: bool = True                # text-conditioned bridge predictor (M_Blocks); False: linear noise code
     prompts: bool = True               # text-conditioned prompt tokens in the mapper blocks
     prompt_layers: List[int] = field(default_factory=lambda: list(range(1, 9)))
+    # conditioning: text (the paper: the caption's CLIP sentence embedding) or clip_image (language-free: the real
+    # image's CLIP image embedding in training; the caption's text embedding at evaluation, CLIP's joint space)
+    condition: str = "text"
+    condition_norm: str = "none"       # none | l2: both embeddings scaled to unit length, the same way
+    condition_noise: float = 0.0       # clip_image: Gaussian perturbation of the training embedding, relative norm
 
     def validate(self) -> None:
         if self.d_backbone not in D_BACKBONES:
             raise ValueError(f"d_backbone must be one of {D_BACKBONES}, got {self.d_backbone!r}")
         if self.clip.preprocess not in PREPROCESS_MODES:
             raise ValueError(f"clip.preprocess must be one of {PREPROCESS_MODES}, got {self.clip.preprocess!r}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.condition_norm not in CONDITION_NORMS:
+            raise ValueError(f"condition_norm must be one of {CONDITION_NORMS}, got {self.condition_norm!r}")
+        if self.condition_noise < 0:
+            raise ValueError(f"condition_noise must be at least 0, got {self.condition_noise}")
+        if self.condition_noise and self.condition != "clip_image":
+            raise ValueError("condition_noise perturbs the training image embedding: it needs condition=clip_image")
         if not self.d_taps:
             raise ValueError("d_taps must name at least one CLIP block")
         if self.prompts and not self.prompt_layers:

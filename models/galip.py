@@ -67,6 +67,26 @@ class GALIP(nn.Module):
         self.netD = NetD(cfg, clip.width) if cfg.d_backbone == "clip" else ScratchNetD(cfg, clip.grid)
         self.netC = NetC(cfg, clip.grid)
 
+    # conditioning ---------------------------------------------------------------------------------------------
+    def condition(self, emb: torch.Tensor) -> torch.Tensor:
+        """A CLIP embedding (text or image) as netG/netC's condition: unchanged, or at unit length (l2)."""
+        emb = emb.float()
+        return emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12) if self.cfg.condition_norm == "l2" else emb
+
+    def text_condition(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The condition of a caption: what evaluation and sampling use, and what text training uses."""
+        return self.condition(self.clip.encode_text(tokens)[0])
+
+    def image_condition(self, images: torch.Tensor) -> torch.Tensor:
+        """The language-free training condition of real images in [-1,1]: their CLIP image embedding, perturbed by
+        Gaussian noise of `condition_noise` times its norm (drawn from the global RNG), then normalised as text."""
+        emb = self.clip.encode_image(images)[1].float()
+        if self.cfg.condition_noise:
+            eps = torch.randn_like(emb)
+            emb = emb + self.cfg.condition_noise * emb.norm(dim=-1, keepdim=True) * eps / eps.norm(dim=-1,
+                                                                                                   keepdim=True)
+        return self.condition(emb)
+
     def d_input(self, images: torch.Tensor, with_embedding: bool = False):
         """What netD sees for images in [-1,1]: CLIP maps (clip backbone) or the pixels (scratch), and the
         CLIP image embedding (always free with the clip backbone; computed on request for scratch)."""

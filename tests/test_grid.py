@@ -46,6 +46,19 @@ def test_run_ids_are_stable_and_config_sensitive(tmp_path):
     assert not {r.run_id for r in first.runs} & {r.run_id for r in changed.runs}
 
 
+# the ids version c9cfe7b (before data.decode, train.channels_last, eval.synthesis and model.condition*) gave
+MATE_G_IDS = {None: ["dc6b71e3a7", "df11adff23", "017ed48ebf", "00df58016f"],
+              "smoke": ["d734e3c2ed", "16ec75b4a8", "0bfcaa5c82", "bd9036e321"]}
+
+
+@pytest.mark.parametrize("profile", [None, "smoke"])
+def test_settings_added_later_keep_earlier_run_ids_at_their_neutral_value(profile):
+    grid = load_grid(ABLATIONS / "mate_g.yaml", profile=profile)
+    assert [r.run_id for r in grid.runs] == MATE_G_IDS[profile]
+    changed = load_grid(ABLATIONS / "mate_g.yaml", profile=profile, overrides=["train.channels_last=true"])
+    assert not set(r.run_id for r in changed.runs) & set(MATE_G_IDS[profile])
+
+
 def test_smoke_profile_shrinks_everything_but_keeps_switches(tmp_path):
     path = write(tmp_path, "name: x\nvariants: [{name: a, overrides: {model.g_clip_vit: false}}]\n")
     run = load_grid(path, profile="smoke").runs[0]

@@ -168,9 +168,11 @@ def _fake_coco(work: Path, sizes) -> Path:
 def _write_reference(root: Path) -> None:
     """Stand-in for GALIP's released statistics (values meaningless, shape right), where fid_galip looks for them,
     so the timed evaluation reads its reference as the official loop does."""
+    path = Path(official_stats_path(DataConfig(kind="coco", root=str(root))))
+    if path.exists():  # written by an earlier bench in the same --work folder (same seed, same values)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     dim = FIDGALIP.feature_dim
     a = rng.normal(size=(dim, dim)) / dim
-    path = Path(official_stats_path(DataConfig(kind="coco", root=str(root))))
-    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, mu=rng.normal(size=dim), sigma=a @ a.T + np.eye(dim) * 1e-3)

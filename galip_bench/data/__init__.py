@@ -24,9 +24,11 @@ SPLITS = ("train", "test")
 OFFICIAL_NPZ = {"coco": "npz/coco_val256_FIDK0.npz", "cub": "npz/bird_val256_FIDK0.npz"}
 
 
-def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world_size: int = 1):
+def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world_size: int = 1,
+                  captions: bool = True):
     """A map-style dataset (an IterableDataset for webdataset) of the split; train=True applies GALIP's
-    augmentation and draws one random caption per access."""
+    augmentation and draws one random caption per access. captions=False (language-free training) reads no
+    caption at all: samples are {'image', 'key'}, and caption files or fields may be absent."""
     if split not in SPLITS:
         raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     if cfg.size is None:
@@ -36,22 +38,23 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, rank: int = 0, world
         return SyntheticShapes(cfg.size, cfg.num_train if split == "train" else cfg.num_test, split, cfg.seed)
     if cfg.kind == "webdataset":
         from galip_bench.data.shards import ShardStream
-        return ShardStream(shard_pattern(cfg, split), cfg.size, train, rank, world_size)
+        return ShardStream(shard_pattern(cfg, split), cfg.size, train, rank, world_size, captions=captions)
     from galip_bench.data import layouts
     from galip_bench.data.captioned import CaptionedImages
     require_root(cfg)
     if cfg.kind == "cub":
-        entries = layouts.cub_entries(cfg.root, split)
+        entries = layouts.cub_entries(cfg.root, split, captions)
     elif cfg.kind == "coco":
-        entries = layouts.coco_entries(cfg.root, split)
+        entries = layouts.coco_entries(cfg.root, split, captions)
     elif cfg.kind == "captions":
-        entries = (layouts.manifest_entries(cfg.manifest, cfg.root, split) if cfg.manifest
-                   else layouts.folder_entries(cfg.root, split))
+        entries = (layouts.manifest_entries(cfg.manifest, cfg.root, split, captions) if cfg.manifest
+                   else layouts.folder_entries(cfg.root, split, captions))
     else:
         raise UserError(f"unknown data.kind '{cfg.kind}' (choose from {', '.join(KINDS)})")
     if not entries:
         raise UserError(f"data.kind={cfg.kind} at {cfg.root or cfg.manifest}: the {split} split is empty")
-    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.seed, decode=cfg.decode if train else "pil")
+    return CaptionedImages(entries, cfg.size, train, cfg.skip_corrupt, cfg.seed, decode=cfg.decode if train else "pil",
+                           captions=captions)
 
 
 def auto_workers(local_processes: int = 1) -> int:

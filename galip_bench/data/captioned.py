@@ -27,6 +27,7 @@ class CaptionedImages(Dataset):
     skip_corrupt: bool = False
     seed: int = 0
     decode: str = "pil"               # pil | torchvision (bytes + augmentation plan; decoded on the training device)
+    captions: bool = True             # False: language-free training, no caption is read
     skipped: List[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -64,8 +65,10 @@ class CaptionedImages(Dataset):
                 if entry.key not in self.skipped:
                     self.skipped.append(entry.key)
                 continue  # skipped and counted: the next entry takes its place
-            caption = self._caption(entry)
             pixels = {"image": self.transform(img)} if plan is None else {"plan": plan}
+            if not self.captions:
+                return {**pixels, "key": entry.key}
+            caption = self._caption(entry)
             return {**pixels, "caption": caption, "tokens": tokenize_one(caption).clone(), "key": entry.key,
                     "captions": entry.captions}
         raise CorruptImage("no image of the dataset decodes")

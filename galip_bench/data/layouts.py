@@ -63,7 +63,7 @@ def read_captions(path: Path) -> list:
     return captions
 
 
-def cub_entries(root, split: str) -> list:
+def cub_entries(root, split: str, captions: bool = True) -> list:
     """ROOT/CUB_200_2011/{images/<class>/<name>.jpg, images.txt, bounding_boxes.txt}, ROOT/text/<class>/<name>.txt."""
     root, cub = cub_folders(root)
     for name in ("images.txt", "bounding_boxes.txt"):
@@ -79,8 +79,8 @@ def cub_entries(root, split: str) -> list:
     for key in read_split(root, split):
         if key not in boxes:
             raise UserError(f"{key} (in {root / split / 'filenames.pickle'}) has no line in {cub / 'images.txt'}")
-        entries.append(Entry(key, str(cub / "images" / f"{key}.jpg"), read_captions(root / "text" / f"{key}.txt"),
-                             boxes[key]))
+        text = read_captions(root / "text" / f"{key}.txt") if captions else []
+        entries.append(Entry(key, str(cub / "images" / f"{key}.jpg"), text, boxes[key]))
     return entries
 
 
@@ -94,9 +94,9 @@ def coco_image_path(root: Path, key: str) -> Path:
     return nested if nested.exists() else flat
 
 
-def coco_entries(root, split: str) -> list:
+def coco_entries(root, split: str, captions: bool = True) -> list:
     root = coco_folder(root)
-    return [Entry(key, str(coco_image_path(root, key)), read_captions(root / "text" / f"{key}.txt"))
+    return [Entry(key, str(coco_image_path(root, key)), read_captions(root / "text" / f"{key}.txt") if captions else [])
             for key in read_split(root, split)]
 
 
@@ -113,9 +113,10 @@ def require_manifest(manifest) -> Path:
     return manifest
 
 
-def manifest_entries(manifest, root, split: str) -> list:
+def manifest_entries(manifest, root, split: str, captions: bool = True) -> list:
     """A JSONL ({"image": path, "caption": str | "captions": [...], "split"?}) or CSV (image, caption[, split])
-    manifest; relative image paths are relative to `root` (or the manifest's folder)."""
+    manifest; relative image paths are relative to `root` (or the manifest's folder). captions=False: rows need
+    only `image` (language-free training)."""
     manifest = require_manifest(manifest)
     base = Path(root) if root else manifest.parent
     if manifest.suffix == ".csv":
@@ -131,24 +132,27 @@ def manifest_entries(manifest, root, split: str) -> list:
                     raise UserError(f"{manifest}:{n}: not valid JSON") from None
     entries = []
     for n, row in enumerate(rows, 1):
-        if "image" not in row or not (row.get("caption") or row.get("captions")):
+        if "image" not in row or (captions and not (row.get("caption") or row.get("captions"))):
             raise UserError(f"{manifest}: row {n} needs `image` and `caption` (or a `captions` list)")
-        captions = row.get("captions") or [row["caption"]]
-        captions = [captions] if isinstance(captions, str) else [str(c) for c in captions if str(c).strip()]
+        text = []
+        if captions:
+            text = row.get("captions") or [row["caption"]]
+            text = [text] if isinstance(text, str) else [str(c) for c in text if str(c).strip()]
         key = str(Path(row["image"]).with_suffix(""))
         if _in_split(key, split, row.get("split")):
-            entries.append(Entry(key, str(base / row["image"]), captions))
+            entries.append(Entry(key, str(base / row["image"]), text))
     return entries
 
 
-def folder_entries(root, split: str) -> list:
-    """A folder of images with same-named .txt caption files (one caption per line)."""
+def folder_entries(root, split: str, captions: bool = True) -> list:
+    """A folder of images with same-named .txt caption files (one caption per line); captions=False: images
+    alone (language-free training), .txt files not read."""
     root = require_dir(root, CAPTION_FOLDER)
     entries = []
     for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         key = str(image.relative_to(root).with_suffix(""))
         if _in_split(key, split, None):
-            entries.append(Entry(key, str(image), read_captions(image.with_suffix(".txt"))))
+            entries.append(Entry(key, str(image), read_captions(image.with_suffix(".txt")) if captions else []))
     if not entries and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*")):
         raise UserError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return entries

@@ -27,8 +27,10 @@ def expand_shards(pattern: str) -> list:
 class ShardStream(IterableDataset):
     """Streams (image, caption) samples; each process reads the shards of its rank and worker."""
 
-    def __init__(self, pattern: str, size: int, train: bool, rank: int = 0, world_size: int = 1):
+    def __init__(self, pattern: str, size: int, train: bool, rank: int = 0, world_size: int = 1,
+                 captions: bool = True):
         self.urls = expand_shards(pattern)
+        self.captions = captions  # False: shards without text are read (language-free training)
         self.transform = image_transform(size, train)
         self.rank, self.world_size = rank, world_size
 
@@ -47,9 +49,13 @@ class ShardStream(IterableDataset):
         stream = wds.WebDataset(self._my_urls(), shardshuffle=False, empty_check=False).decode("pil")
         for sample in stream:
             image = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
-            text = sample.get("txt")
-            caption = text.strip().splitlines()[0] if isinstance(text, str) and text.strip() else None
-            if image is None or caption is None:
+            caption = _first_line(sample.get("txt")) if self.captions else None
+            if image is None or (self.captions and caption is None):
                 continue
-            yield {"image": self.transform(image.convert("RGB")), "caption": caption,
-                   "tokens": tokenize_one(caption).clone(), "key": sample["__key__"], "captions": [caption]}
+            pixels = {"image": self.transform(image.convert("RGB")), "key": sample["__key__"]}
+            yield {**pixels, "caption": caption, "tokens": tokenize_one(caption).clone(),
+                   "captions": [caption]} if self.captions else pixels
+
+
+def _first_line(text):
+    return text.strip().splitlines()[0] if isinstance(text, str) and text.strip() else None

@@ -70,7 +70,7 @@ class Synthesizer:
 
     @torch.no_grad()
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        encode = self._fn("text", lambda t: self.galip.clip.encode_text(t)[0], tokens.shape[0])
+        encode = self._fn("text", self.galip.text_condition, tokens.shape[0])
         with self._autocast():
             return encode(tokens.to(self.device)).float()
 

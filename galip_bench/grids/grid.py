@@ -57,15 +57,21 @@ def _label(value) -> str:
     return str(value)
 
 
-EXECUTION_ONLY = ("data.num_workers",)  # settings results do not depend on: a run keeps its id (and resumes) across them
+EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers")  # settings results do not depend on: a run keeps its id (and resumes) across them
+# settings added after run folders existed, with the value that does what the code did before them: at that value
+# they stay out of the id, so a run made by an earlier version keeps its folder (and resumes) under a later one
+ADDED_LATER = {"data.decode": "pil", "eval.data.decode": "pil", "train.channels_last": False,
+               "eval.synthesis": "faithful", "model.condition": "text", "model.condition_norm": "none",
+               "model.condition_noise": 0.0}
 
 
 def run_id_of(conf) -> str:
     conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
-    for key in EXECUTION_ONLY:
+    leave_out = [(key, None) for key in EXECUTION_ONLY] + list(ADDED_LATER.items())
+    for key, neutral in leave_out:
         section, name = key.rsplit(".", 1)
         node = OmegaConf.select(conf, section)
-        if node is not None and name in node:
+        if node is not None and name in node and (neutral is None or node[name] == neutral):
             del node[name]
     return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
 

@@ -71,7 +71,9 @@ def collate(samples: list) -> dict:
     errors = [s["user_error"] for s in samples if "user_error" in s]
     if errors:
         return {"user_error": errors[0]}
-    batch = {"tokens": torch.stack([s["tokens"] for s in samples]), "caption": [s["caption"] for s in samples]}
+    batch = {}
+    if "tokens" in samples[0]:  # language-free samples carry no caption
+        batch = {"tokens": torch.stack([s["tokens"] for s in samples]), "caption": [s["caption"] for s in samples]}
     if all("image" in s for s in samples):
         batch["image"] = torch.stack([s["image"] for s in samples])
     else:

@@ -61,10 +61,11 @@ def _initialize(cfg, cache_dir) -> SimpleNamespace:
         for net in (galip.netG, galip.netD, galip.netC):
             net.to(memory_format=torch.channels_last)
     opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2), fused=device.type == "cuda")
-    batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size),
-                      tc.batch_size, seed, rank, world_size)
+    captions = cfg.model.condition == "text"
+    batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size,
+                                    captions=captions), tc.batch_size, seed, rank, world_size)
     cache = None
-    if cfg.data.embedding_cache and hasattr(batches.dataset, "all_captions"):
+    if captions and cfg.data.embedding_cache and hasattr(batches.dataset, "all_captions"):
         from galip_bench.data.embedding_cache import EmbeddingCache, weights_hash
         cache = EmbeddingCache(cache_dir, dataset_id(cfg.data, "train"), "train", weights_hash(galip.clip))
         cache.build(batches.dataset.all_captions(), lambda t: galip.clip.encode_text(t.to(device))[0])
@@ -93,11 +94,15 @@ def _one_step(cfg, run, step: int, batch: dict) -> dict:
     """One optimiser step on `batch` (already on the device); the loss terms come back as 0-d tensors, so the
     host waits for the GPU only where a value is logged."""
     seed_step(run.seed, run.rank, step)  # after the batch is read: the draws below do not depend on who read it
-    images, tokens = batch["image"], batch["tokens"]
+    images, tokens, sent = batch["image"], batch.get("tokens"), None
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     noise = torch.randn(images.shape[0], cfg.model.z_dim, device=run.device)
-    sent = run.cache.lookup(batch["caption"]).to(run.device) if run.cache is not None else None
+    if cfg.model.condition == "clip_image":  # language-free: no caption is read
+        with torch.no_grad():
+            sent = run.galip.image_condition(images)
+    elif run.cache is not None:
+        sent = run.galip.condition(run.cache.lookup(batch["caption"]).to(run.device))
     run.galip.train()
     return train_step(run.galip, run.opt_d, run.opt_g, images, tokens, noise, sim_w=cfg.train.sim_w, amp=run.amp,
                       accum=cfg.train.grad_accum, grad_sync=distributed.sync_grads if run.world_size > 1 else None,

@@ -17,15 +17,16 @@ def fixed_captions(data_cfg, n: int) -> tuple:
 class SampleSheet:
     def __init__(self, cfg, galip, device, seed: int = 1234):
         self.galip = galip
-        self.captions, tokens = fixed_captions(cfg.data, cfg.train.num_sample_images)
+        # language-free training data may hold no caption: its sheets take the evaluation data's
+        data = (cfg.eval.data or cfg.data) if cfg.model.condition == "clip_image" else cfg.data
+        self.captions, tokens = fixed_captions(data, cfg.train.num_sample_images)
         gen = torch.Generator().manual_seed(seed)
         self.noise = torch.randn(len(self.captions), cfg.model.z_dim, generator=gen).to(device)
         self.tokens = tokens.to(device)
 
     @torch.no_grad()
     def images(self) -> torch.Tensor:
-        sent = self.galip.clip.encode_text(self.tokens)[0]
-        return self.galip.netG(self.noise, sent.float()).float().clamp(-1, 1).cpu()
+        return self.galip.netG(self.noise, self.galip.text_condition(self.tokens)).float().clamp(-1, 1).cpu()
 
     def save(self, path) -> None:
         grid = make_grid((self.images() + 1) / 2, nrow=min(8, len(self.captions)), padding=2)

@@ -16,12 +16,12 @@ def train_step(galip, opt_d, opt_g, real_images, tokens, noise, *, sim_w: float 
                amp: Optional[AMP] = None, sent: Optional[torch.Tensor] = None, accum: int = 1,
                grad_sync: Optional[Callable] = None) -> dict:
     """opt_d optimises netD+netC, opt_g netG (Adam, betas (0.0, 0.9) in the paper). Returns the loss terms as
-    0-d tensors (`float()` them to log), averaged over micro-batches. `sent` may carry cached sentence embeddings for `tokens` (the text
-    encoder is frozen). `accum` splits the batch into micro-batches whose gradients add up before each update;
+    0-d tensors (`float()` them to log), averaged over micro-batches. `sent` may carry the condition instead of `tokens`: cached sentence
+    embeddings (the text encoder is frozen) or, language-free, the real images' CLIP image embeddings. `accum` splits the batch into micro-batches whose gradients add up before each update;
     `grad_sync(params)` averages gradients across processes before each update (DDP)."""
     if sent is None:
         with torch.no_grad():
-            sent = galip.clip.encode_text(tokens)[0]
+            sent = galip.text_condition(tokens)
     scaler_d = amp.scaler_d if amp is not None else None
     scaler_g = amp.scaler_g if amp is not None else None
     micro, totals = [], {}
