@@ -174,14 +174,20 @@ def test_paper_reference_file_has_the_cited_numbers():
     assert cells[("paper_table1_coco", "clip_score_galip", "released checkpoint")] == 0.3379
     assert cells[("paper_table1_cub", "fid_galip", "paper")] == 10.08
     assert cells[("paper_table2_zeroshot", "zs_fid_coco", "paper")] == 12.54
-    assert all(r["source"] and r["protocol"] in ("fid_galip", "clip_score_galip", "zs_fid_coco")
-               for r in ref["references"])
-    # every published number states the official plan it was measured under (COCO 1 pass, CUB 12)
-    plans = {(r["grid"], r["protocol"]): r["settings"] for r in ref["references"]}
+    galip = [r for r in ref["references"] if r["grid"] != "clip_gen"]
+    assert all(r["source"] and r["protocol"] in ("fid_galip", "clip_score_galip", "zs_fid_coco") for r in galip)
+    # every published GALIP number states the official plan it was measured under (COCO 1 pass, CUB 12)
+    plans = {(r["grid"], r["protocol"]): r["settings"] for r in galip}
     assert all(s["plan"] == "official" and s["plan_batch"] == 64 for s in plans.values())
     assert plans[("paper_table1_cub", "fid_galip")]["passes"] == 12
     assert plans[("paper_table1_cub", "fid_galip")]["reference"] == "npz:bird_val256_FIDK0.npz"
     assert plans[("paper_table2_zeroshot", "zs_fid_coco")]["reference"] == "npz:coco_val256_FIDK0.npz"
+    # CLIP-GEN's MS-COCO table (IS, FID-0/1/2, CapS), its own row and the published baselines
+    clipgen = {(r["variant"], r["metric"]): r["value"] for r in ref["references"] if r["grid"] == "clip_gen"}
+    assert [clipgen[("clip_gen", m)] for m in ("is", "fid", "fid_blur1", "fid_blur2", "caps")] == [
+        21.4, 20.7, 18.5, 17.4, 0.13751]
+    assert clipgen[("cogview", "fid_blur2")] == 13.9 and ("dall_e", "caps") not in clipgen
+    assert len(clipgen) == 29
     assert ref["parameters"]["netG_trainable"] == 51_830_211
     assert ref["parameters"]["netD"] == 28_706_821 and ref["parameters"]["netC"] == 2_099_200
 
