@@ -16,7 +16,7 @@ from galip_bench.metrics.speed import measure_speed
 from galip_bench.metrics.weights import WEIGHTS, format_weights_report, resolve_weights, weights_report
 
 EXPECTED = {"fid_galip", "fid", "fid_clean", "kid", "clip_score_galip", "clip_score", "fid_clip", "zs_fid_coco",
-            "zs_fid_coco_30k", "speed"}
+            "zs_fid_coco_30k", "speed", "is", "fid_blur1", "fid_blur2"}
 
 
 def test_registry_lists_every_protocol_with_its_settings():
@@ -41,6 +41,8 @@ def test_directions_come_from_the_protocol_specs():
     assert direction("speed", "latency_ms") == LOWER and direction("speed", "throughput_img_s") == HIGHER
     assert direction("speed", "latency_batch") is None and direction("nope", "x") is None
     assert metric_direction("zs_fid_coco") == LOWER and metric_direction("clip_score") == HIGHER
+    assert direction("is", "is") == HIGHER and direction("is", "is_std") is None and metric_direction("is") == HIGHER
+    assert direction("fid_blur1", "fid_blur1") == LOWER and metric_direction("fid_blur2") == LOWER
 
 
 def test_official_plan_is_the_official_test_loop():

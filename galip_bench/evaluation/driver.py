@@ -58,7 +58,7 @@ class Evaluator:
                 members.append(p)
                 p.ran = resolved.summary()
                 check_sample_count(p, resolved.n)
-                if p.kind == "features":
+                if p.has_reference:
                     source, where = reference_of(p, data_cfg, eval_cfg.reference)
                     p.reference = f"npz:{Path(where).name}" if source == "npz" else "split:test"
                     p.reference_path = where if source == "npz" else None
@@ -145,7 +145,7 @@ class Evaluator:
                 **self.provenance}
         extra = {}
         try:
-            reference = self._reference(p, extractor) if p.kind == "features" else None
+            reference = self._reference(p, extractor) if p.has_reference else None
             values, error = p.compute_all(acc, reference), None
             if features is not None:
                 extra = fid_interval(features, reference["mu"], reference["sigma"], self.cfg.bootstrap,
@@ -163,7 +163,7 @@ class Evaluator:
         """Build every extractor and load or compute every reference now (else the first call does it)."""
         for p in self.protos:
             extractor = self._extractor(p, galip)
-            if p.kind == "features":
+            if p.has_reference:
                 self._reference(p, extractor)
 
     @torch.no_grad()

@@ -68,7 +68,7 @@ def preview(eval_cfg, data_cfg, options=None) -> list:
         if n is not None:
             check_sample_count(p, n)
         reference = "n/a"
-        if p.kind == "features":
+        if p.has_reference:
             source, where = reference_of(p, data_cfg, eval_cfg.reference)
             reference = (f"GALIP's statistics {where}" if source == "npz" else
                          "the test split through the same pipeline (computed once, cached)")

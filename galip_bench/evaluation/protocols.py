@@ -8,6 +8,7 @@ import torch
 from galip_bench.errors import UserError
 from galip_bench.evaluation.plans import SamplePlan
 from galip_bench.evaluation.spec import HIGHER, LOWER, Protocol
+from galip_bench.metrics import blur
 from galip_bench.metrics import clip_score as cs
 from galip_bench.metrics.fid import FeatureBank, StatsAccumulator, frechet_distance
 
@@ -82,6 +83,34 @@ class FID(_TorchFidelityFeatures, _FID):
     matches = "torch-fidelity calculate_metrics(fid=True), inception-v3-compat (TTUR / TF FID comparable)"
 
 
+class _BlurredFID(FID):
+    """FID-k of DALL-E and CLIP-GEN: `fid` after blurring both image sets (metrics.blur); k is `blur_sigma`."""
+    matches = ("DALL-E / CLIP-GEN FID-k: fid after a Gaussian blur of radius k (read as sigma = k px) of both the "
+               "generated and the reference images")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        sigma = self.option("blur_sigma")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+            raise UserError(f"protocol {self.name}: blur_sigma must be a number >= 0, got {sigma!r}")
+        self.resize = f"{blur.describe(sigma)}; then {FID.resize}"
+
+    def wrap(self, extractor):
+        return blur.Blurred(extractor, self.option("blur_sigma"))
+
+
+@register
+class FIDBlur1(_BlurredFID):
+    name = "fid_blur1"
+    default_options = (("blur_sigma", 1),)
+
+
+@register
+class FIDBlur2(_BlurredFID):
+    name = "fid_blur2"
+    default_options = (("blur_sigma", 2),)
+
+
 @register
 class FIDClean(_FID):
     name = "fid_clean"
@@ -120,6 +149,38 @@ class KID(_TorchFidelityFeatures, Protocol):
         mean, std = kid_from_features(acc.state()["features"], reference["features"], self.option("kid_subsets"),
                                       self.option("kid_subset_size"), self.option("kid_rng_seed"))
         return {"kid": mean, "kid_std": std}
+
+
+def _isc_defaults() -> tuple:
+    from torch_fidelity.defaults import DEFAULTS
+    return (("isc_splits", DEFAULTS["isc_splits"]), ("isc_shuffle", DEFAULTS["samples_shuffle"]),
+            ("isc_rng_seed", DEFAULTS["rng_seed"]))
+
+
+@register
+class InceptionScore(_TorchFidelityFeatures, Protocol):
+    name = "is"
+    kind = "features"
+    reference_source = None  # a metric of the generated images alone
+    metrics = {"is": HIGHER, "is_std": None}
+    matches = ("torch-fidelity calculate_metrics(isc=True): softmax of inception-v3-compat's logits_unbiased, "
+               "its default splits, shuffle and rng_seed")
+    extractor = "torch_fidelity_inception-v3-compat_logits_unbiased_1008"
+    smoke_logits = True
+    default_options = _isc_defaults()
+
+    def build(self, path, device):
+        from galip_bench.metrics.standard import TorchFidelityInception
+        return TorchFidelityInception(path, device, feature="logits_unbiased")
+
+    def new_accumulator(self):
+        return FeatureBank()
+
+    def compute_all(self, acc, reference=None) -> dict:
+        from galip_bench.metrics.standard import inception_score
+        mean, std = inception_score(acc.state()["features"], self.option("isc_splits"), self.option("isc_shuffle"),
+                                    self.option("isc_rng_seed"))
+        return {"is": mean, "is_std": std}
 
 
 @register

@@ -5,7 +5,8 @@ stylegan3 ``metric_main`` idea). Each protocol owns everything its number depend
 - its sample plan (which captions, how many, which passes: ``evaluation.plans``),
 - its image preparation (``prepare``: e.g. the official loop's clamp and nan_to_num before CLIP and Inception),
 - its extractor, weights, feature size and precision, and its smoke-profile substitute,
-- its reference (GALIP's released statistics or the test split through the same pipeline),
+- its reference (GALIP's released statistics or the test split through the same pipeline; none for a metric of
+  the generated images alone, e.g. the Inception Score: then ``reference_source`` is None and the record says n/a),
 - each metric's direction (lower or higher is better) and the settings ``regress`` must compare,
 - the settings a published number depends on (``comparable``), which the report checks before showing one.
 
@@ -22,6 +23,8 @@ from galip_bench.evaluation.plans import SamplePlan
 LOWER, HIGHER = -1, +1
 OFFICIAL_CLAMP = "clamp(-1, 1), then nan_to_num(nan=-1, posinf=1, neginf=-1) (the official test loop)"
 TINY_FEATURES = "tiny random conv net, 64-d (smoke profile; numbers not comparable to anything published)"
+TINY_LOGITS = ("tiny random conv net + linear head, 16 logits (smoke profile; numbers not comparable to anything "
+               "published)")
 TINY_CLIP = "the model's own CLIP (smoke profile; numbers not comparable to anything published)"
 # settings that must be equal for two records of a protocol to be compared (regress) or for a published number to
 # apply (report); the plan's drawn captions and N are part of both
@@ -49,7 +52,8 @@ class Protocol:
     weights: str | None = None   # key of metrics.weights.WEIGHTS
     feature_dim: int | None = None
     precision: str = "fp32"
-    reference_source: str | None = None   # features: "galip" (GALIP's npz when present) or "split"
+    reference_source: str | None = None   # features: "galip" (GALIP's npz when present), "split" or None (none)
+    smoke_logits = False                  # features: the smoke stand-in ends in logits (TINY_LOGITS)
     requires_data: str | None = None      # a data kind the protocol is defined on
     plan = SamplePlan()
     bootstrap = False
@@ -67,11 +71,17 @@ class Protocol:
                             f"(has: {', '.join(opts) or 'none'})")
         opts.update(dict(options or {}))
         self.options, self.smoke = opts, smoke
-        self.reference = "n/a" if self.kind != "features" else f"{self.reference_source}: not resolved yet"
+        self.reference = f"{self.reference_source}: not resolved yet" if self.has_reference else "n/a"
         self.reference_sha256 = self.reference_path = None
         self.ran: dict = {}      # the resolved plan's summary (N, distinct captions, digest, description)
         if smoke:
-            self.extractor, self.weights = (TINY_FEATURES if self.kind == "features" else TINY_CLIP), None
+            tiny = TINY_LOGITS if self.smoke_logits else TINY_FEATURES
+            self.extractor, self.weights = (tiny if self.kind == "features" else TINY_CLIP), None
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the metric compares with reference features (FID, KID), which the driver resolves and caches."""
+        return self.kind == "features" and self.reference_source is not None
 
     @classmethod
     def weights_needed(cls) -> list:
@@ -89,8 +99,12 @@ class Protocol:
         """The protocol's extractor on `device`, from the weight file `resolver` finds; it remembers the file
         (its hash enters the reference statistics' cache key)."""
         path = resolver(self.weights, self.name)
-        extractor = self.build(path, device)
+        extractor = self.wrap(self.build(path, device))
         extractor.weights_path = str(path)
+        return extractor
+
+    def wrap(self, extractor):
+        """The protocol's own image step around an extractor, the smoke stand-in's too (fid_blur*: the blur)."""
         return extractor
 
     def dim(self) -> int | None:

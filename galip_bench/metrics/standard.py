@@ -1,4 +1,4 @@
-"""Standard (TTUR-comparable) Inception feature extractors: torch-fidelity and clean-fid.
+"""Standard (TTUR-comparable) Inception feature extractors (torch-fidelity and clean-fid), KID and IS.
 
 Both take generated images in [-1, 1], quantise them to uint8 like stylegan3's metrics
 (``(x * 127.5 + 128).clamp(0, 255).to(uint8)``) and hand them to the reference implementation unchanged.
@@ -19,10 +19,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class TorchFidelityInception:
-    """torch-fidelity's ``inception-v3-compat`` (TF FID Inception, TF-1.x bilinear resize) 2048-d pool features.
+    """torch-fidelity's ``inception-v3-compat`` (TF FID Inception, TF-1.x bilinear resize): its 2048-d pool features
+    (``feature="2048"``) or its ``logits_unbiased`` (1008 logits without the bias, what its Inception Score uses).
 
-    Matches torch-fidelity's ``calculate_metrics(fid=True)`` feature path, loading ``weights_path`` instead of
-    downloading.
+    Matches torch-fidelity's ``calculate_metrics(fid=True)`` / ``(isc=True)`` feature path, loading
+    ``weights_path`` instead of downloading.
     """
 
     def __init__(self, weights_path, device="cpu", feature: str = "2048"):
@@ -71,3 +72,15 @@ def kid_from_features(features_gen: np.ndarray, features_ref: np.ndarray, subset
     out = kid_features_to_metric(torch.as_tensor(features_gen), torch.as_tensor(features_ref), kid_subsets=subsets,
                                  kid_subset_size=size, rng_seed=seed, verbose=False)
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
+
+
+def inception_score(logits, splits: int = 10, shuffle: bool = True, seed: int = 2020) -> tuple[float, float]:
+    """IS (mean, std over `splits`) of [N, classes] logits via torch-fidelity's ``isc_features_to_metric``
+    (softmax, samples shuffled with `seed` before splitting)."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+    logits = torch.as_tensor(logits)
+    if len(logits) < splits:
+        raise ValueError(f"the Inception Score needs at least one sample per split: {len(logits)} samples, "
+                         f"{splits} splits")
+    out = isc_features_to_metric(logits, splits=splits, shuffle=shuffle, rng_seed=seed)
+    return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
