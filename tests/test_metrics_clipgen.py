@@ -96,6 +96,16 @@ def test_inception_score_of_confident_uniform_classes_is_the_class_count():
         inception_score(logits[:9], splits=10)
 
 
+def test_too_few_samples_for_the_is_splits_stop_before_generation():
+    from galip_bench.errors import UserError
+    from galip_bench.evaluation import get_protocol
+    from galip_bench.evaluation.planning import check_sample_count
+    check_sample_count(get_protocol("is"), 10)  # torch-fidelity's default: 10 splits
+    with pytest.raises(UserError, match="9 samples are fewer than the 10 it needs"):
+        check_sample_count(get_protocol("is"), 9)
+    check_sample_count(get_protocol("is", options={"isc_splits": 3}), 3)
+
+
 @pytest.mark.parametrize("sigma", [1, 2])
 def test_blur_is_scipys_gaussian_filter_mirror_truncated_at_3_sigma(sigma):
     g = torch.Generator().manual_seed(sigma)

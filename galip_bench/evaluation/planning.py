@@ -41,12 +41,17 @@ def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
 
 
 def check_sample_count(proto, n: int) -> None:
-    """FID needs a full-rank covariance: more samples than feature dimensions. Checked before any generation."""
+    """FID needs a full-rank covariance: more samples than feature dimensions; a protocol may need a minimum of its
+    own (the Inception Score: one sample per split). Checked before any generation."""
     dim = proto.dim()
     if dim is not None and n <= dim:
         raise UserError(f"{proto.name}: {n:,} samples cannot give a full-rank covariance of its {dim}-d features "
                         f"(FID needs more samples than dimensions): evaluate more than {dim} samples "
                         "(eval.num_samples / --num, or the official plan)")
+    need = proto.min_samples()
+    if need and n < need:
+        raise UserError(f"{proto.name}: {n:,} samples are fewer than the {need} it needs ({proto.min_samples_why}): "
+                        "evaluate more (eval.num_samples / --num)")
 
 
 def preview(eval_cfg, data_cfg, options=None) -> list:

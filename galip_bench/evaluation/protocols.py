@@ -168,6 +168,10 @@ class InceptionScore(_TorchFidelityFeatures, Protocol):
     extractor = "torch_fidelity_inception-v3-compat_logits_unbiased_1008"
     smoke_logits = True
     default_options = _isc_defaults()
+    min_samples_why = "one sample per isc_splits split"
+
+    def min_samples(self) -> int:
+        return self.option("isc_splits")
 
     def build(self, path, device):
         from galip_bench.metrics.standard import TorchFidelityInception

@@ -107,6 +107,12 @@ class Protocol:
         """The protocol's own image step around an extractor, the smoke stand-in's too (fid_blur*: the blur)."""
         return extractor
 
+    min_samples_why = ""
+
+    def min_samples(self) -> int | None:
+        """The fewest samples the metric is defined on, beyond FID's full-rank covariance (None: no minimum)."""
+        return None
+
     def dim(self) -> int | None:
         """Feature size (FID needs more samples than this); None where the metric has no covariance."""
         return 64 if (self.smoke and self.feature_dim) else self.feature_dim
