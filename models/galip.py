@@ -67,6 +67,18 @@ class GALIP(nn.Module):
         self.netD = NetD(cfg, clip.width) if cfg.d_backbone == "clip" else ScratchNetD(cfg, clip.grid)
         self.netC = NetC(cfg, clip.grid)
 
+    # the interface the evaluation uses for any text-to-image model (models.clipgen.ClipGen has it too) ----------
+    @property
+    def generator(self) -> nn.Module:
+        return self.netG
+
+    @property
+    def noise_dim(self) -> int:
+        return self.cfg.z_dim
+
+    def parameter_counts(self) -> dict:
+        return parameter_counts(self)
+
     # conditioning ---------------------------------------------------------------------------------------------
     def condition(self, emb: torch.Tensor) -> torch.Tensor:
         """A CLIP embedding (text or image) as netG/netC's condition: unchanged, or at unit length (l2)."""

@@ -1,6 +1,9 @@
 """Profiles rewrite any grid for another setting while keeping its switches. `smoke` is the embedded default:
 synthetic data, the tiny random CLIP, small images and channels, a few hundred CPU steps and small metric
 extractors, so a grid runs on a 2-core laptop in minutes through exactly the code path of a cluster run."""
+import dataclasses
+
+from models.clipgen.config import ClipGenConfig
 
 SMOKE = {
     "model": {
@@ -8,6 +11,8 @@ SMOKE = {
         "cond_dim": 64, "ngf": 8, "img_size": 32, "d_out_ch": 32, "ndf": 8,
         "bridge_ch": 16, "bridge_mid_ch": 8, "c_hidden": 16,
     },
+    # CLIP-GEN runs: 32 px, 4x down (64 tokens), 64 codes, a 2-layer prior on the tiny CLIP's 64-d embeddings
+    "clipgen": {"model": dataclasses.asdict(ClipGenConfig.tiny())},
     "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
     "train": {
         "steps": 120, "epochs": None, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32", "threads": 1,

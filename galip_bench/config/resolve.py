@@ -1,6 +1,6 @@
 """What follows from other settings, and what cannot run: the data size follows the model, a run's length is
 exactly one of steps or epochs, and every numeric field is in range. Applied to every grid run and evaluation."""
-from galip_bench.config.schema import RunConfig
+from galip_bench.config.schema import CLIPGEN_STAGES, SYSTEMS, RunConfig
 from galip_bench.errors import UserError
 
 
@@ -38,11 +38,12 @@ def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
         if cfg.eval.num_samples is not None and cfg.eval.passes is not None:
             raise UserError("eval.num_samples and eval.passes are exclusive (a fixed N, or passes of the official "
                             "test loop)")
+        out_size = resolve_system(cfg)
         for section, data in (("data", cfg.data), ("eval.data", cfg.eval.data)):
             if data is not None:
                 _check_range(section, data, {"size": 8, "num_train": 1, "num_test": 1, "num_workers": 0})
                 check_decode(data, section)
-                resolve_data_size(data, cfg.model.img_size, section)
+                resolve_data_size(data, out_size, section, canvas=cfg.system == "galip")
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
     return cfg
@@ -59,12 +60,38 @@ def check_decode(data, section: str = "data") -> None:
                         f"data.kind={data.kind} has none: use decode=pil")
 
 
-def resolve_data_size(data, img_size: int, section: str = "data"):
-    """data.size None -> the canvas of the generator; a size under the generator's output is refused."""
+def resolve_system(cfg: RunConfig) -> int:
+    """Check the system's own settings; the generator's output size. CLIP-GEN's stage-1 runs have no text-to-image
+    model yet: their eval.protocols are cleared (the prior stage evaluates)."""
+    if cfg.system not in SYSTEMS:
+        raise UserError(f"system must be one of {SYSTEMS}, got {cfg.system!r}")
+    if cfg.system == "galip":
+        return cfg.model.img_size
+    cg = cfg.clipgen
+    if cg.stage not in CLIPGEN_STAGES:
+        raise UserError(f"clipgen.stage must be one of {CLIPGEN_STAGES}, got {cg.stage!r}")
+    try:
+        cg.model.validate()
+    except ValueError as err:
+        raise UserError(f"clipgen.model: {err}") from None
+    if cg.stage == "prior" and not cfg.after:
+        raise UserError("clipgen.stage=prior starts from a stage-1 (vqgan) run: give its grid variant "
+                        "`after: <the vqgan variant>`")
+    if cg.stage == "vqgan":
+        cfg.eval.protocols = []
+    for name in ("lr_vqgan", "lr_prior"):
+        if getattr(cg, name) <= 0:
+            raise UserError(f"clipgen.{name} must be positive, got {getattr(cg, name)}")
+    return cg.model.vqgan.img_size
+
+
+def resolve_data_size(data, img_size: int, section: str = "data", canvas: bool = True):
+    """data.size None -> the canvas of the generator (GALIP) or its output size (CLIP-GEN: the VQGAN's input); a size
+    under the generator's output is refused."""
     if data.size is None:
-        data.size = canvas_size(img_size)
+        data.size = canvas_size(img_size) if canvas else img_size
     if data.size < img_size:
-        raise UserError(f"{section}.size={data.size} is smaller than the generator's output model.img_size="
+        raise UserError(f"{section}.size={data.size} is smaller than the generator's output size "
                         f"{img_size}: real images would be upsampled for D and for the reference statistics; "
                         f"use at least {img_size} (the official canvas for it is {canvas_size(img_size)})")
     return data

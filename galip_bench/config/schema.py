@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from models import GALIPConfig
+from models.clipgen.config import ClipGenConfig
 
 
 @dataclass
@@ -72,11 +73,32 @@ class EvalConfig:
     data: Optional[DataConfig] = None   # evaluation captions/references when they differ from the training data
 
 
+CLIPGEN_STAGES = ("vqgan", "prior")
+SYSTEMS = ("galip", "clipgen")
+
+
+@dataclass
+class ClipGenRunConfig:
+    """The CLIP-GEN baseline (`system: clipgen`): its model and each stage's optimiser. It uses `model.clip` (the
+    frozen CLIP), `data`, `train` (length, batch, logging, checkpoints) and `eval` as GALIP runs do."""
+    stage: str = "vqgan"                # vqgan (stage 1: the image tokenizer) | prior (stage 2: from a vqgan run)
+    model: ClipGenConfig = field(default_factory=ClipGenConfig)
+    lr_vqgan: float = 2.88e-4           # VQGAN and its discriminator: taming's 4.5e-6 x batch 64
+    betas_vqgan: List[float] = field(default_factory=lambda: [0.5, 0.9])   # taming
+    lr_prior: float = 3e-4
+    betas_prior: List[float] = field(default_factory=lambda: [0.9, 0.95])  # GPT-style
+    weight_decay_prior: float = 0.01
+
+
 @dataclass
 class RunConfig:
     grid: str = "adhoc"
     variant: str = "default"
     seed: int = 0                       # the grid seed (added to train.seed)
+    system: str = "galip"               # galip | clipgen (the CLIP-GEN baseline, configured under `clipgen`)
+    after: Optional[str] = None         # run id this run starts from (a grid variant's `after:`; CLIP-GEN's prior
+                                        # stage reads its VQGAN from that run's last checkpoint)
+    clipgen: ClipGenRunConfig = field(default_factory=ClipGenRunConfig)
     model: GALIPConfig = field(default_factory=GALIPConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

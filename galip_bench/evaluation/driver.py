@@ -24,7 +24,6 @@ from galip_bench.metrics.stats_cache import StatsCache
 from galip_bench.metrics.weights import WeightsResolver
 from galip_bench.progress import progress_options
 from galip_bench.provenance import git_commit, library_versions
-from models import parameter_counts
 from models.clip import FrozenCLIP
 
 REPEAT_WARNING = 4  # warn when N exceeds this many samples per distinct caption
@@ -117,7 +116,7 @@ class Evaluator:
     def _generate(self, synth, resolved, members, extractors, step):
         accs = {p.name: p.new_accumulator() for p in members}
         kept = {p.name: [] for p in members if p.bootstrap and self.cfg.bootstrap}
-        noise = torch.randn(resolved.n, synth.galip.cfg.z_dim,
+        noise = torch.randn(resolved.n, synth.galip.noise_dim,
                             generator=torch.Generator().manual_seed(members[0].plan.seed))
         batch = self.cfg.batch_size
         bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False,
@@ -196,10 +195,10 @@ class Evaluator:
             report = (lambda b, r: print(f"speed: batch {b}: {r['median_s'] * 1000:.1f} ms, {r['img_s']:.1f} img/s",
                                          file=sys.stderr, flush=True)) if self.progress else None
             with Synthesizer(galip, self.cfg.synthesis) as synth:
-                result = p.measure(synth.encode, synth.generate, tokens, galip.cfg.z_dim, self.device, report=report)
+                result = p.measure(synth.encode, synth.generate, tokens, galip.noise_dim, self.device, report=report)
             values = {k: v for k, v in result.items() if isinstance(v, (int, float))}
             values.update({f"img_s_b{b}": v["img_s"] for b, v in result["per_batch"].items()})
-            values.update({f"params_{net}_{kind}": n for net, counts in parameter_counts(galip).items()
+            values.update({f"params_{net}_{kind}": n for net, counts in galip.parameter_counts().items()
                            for kind, n in counts.items()})
             records += [{"step": None, "protocol": p.name, "metric": metric, "value": float(value),
                          "settings": p.settings_dict(), "time": time.time(), **self.provenance}

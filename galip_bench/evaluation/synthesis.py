@@ -39,7 +39,8 @@ class Synthesizer:
         if mode not in SYNTHESIS_MODES:
             raise ValueError(f"synthesis mode must be one of {SYNTHESIS_MODES}, got {mode!r}")
         self.galip, self.mode = galip, mode
-        self.device = next(galip.netG.parameters()).device
+        self.generator = galip.generator  # GALIP's netG, or CLIP-GEN's token sampler and decoder
+        self.device = next(self.generator.parameters()).device
         self.compile = (self.device.type == "cuda") if compile is None else compile
         self._compiled = {}
         self._stack = None
@@ -48,12 +49,12 @@ class Synthesizer:
         self._stack = official_tf32(self.device)
         self._stack.__enter__()
         if self.mode == "fast":
-            self.galip.netG.to(memory_format=torch.channels_last)
+            self.generator.to(memory_format=torch.channels_last)
         return self
 
     def __exit__(self, *exc):
         if self.mode == "fast":
-            self.galip.netG.to(memory_format=torch.contiguous_format)
+            self.generator.to(memory_format=torch.contiguous_format)
         self._stack.__exit__(*exc)
 
     def _autocast(self):
@@ -76,7 +77,7 @@ class Synthesizer:
 
     @torch.no_grad()
     def generate(self, noise: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
-        generate = self._fn("netG", self.galip.netG, noise.shape[0])
+        generate = self._fn("generator", self.generator, noise.shape[0])
         with self._autocast():
             images = generate(noise.to(self.device), sent.to(self.device))
         return images.float().contiguous()

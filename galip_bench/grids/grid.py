@@ -62,15 +62,18 @@ EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers")  # settings resul
 # they stay out of the id, so a run made by an earlier version keeps its folder (and resumes) under a later one
 ADDED_LATER = {"data.decode": "pil", "eval.data.decode": "pil", "train.channels_last": False,
                "eval.synthesis": "faithful", "model.condition": "text", "model.condition_norm": "none",
-               "model.condition_noise": 0.0}
+               "model.condition_noise": 0.0, "after": None}
 
 
 def run_id_of(conf) -> str:
     conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
+    if conf.get("system", "galip") == "galip":  # the CLIP-GEN settings do not apply to a GALIP run
+        for key in ("system", "clipgen"):
+            conf.pop(key, None)
     leave_out = [(key, None) for key in EXECUTION_ONLY] + list(ADDED_LATER.items())
     for key, neutral in leave_out:
-        section, name = key.rsplit(".", 1)
-        node = OmegaConf.select(conf, section)
+        section, _, name = key.rpartition(".")
+        node = OmegaConf.select(conf, section) if section else conf
         if node is not None and name in node and (neutral is None or node[name] == neutral):
             del node[name]
     return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
@@ -84,11 +87,16 @@ def _variants(raw: dict, path: Path) -> list:
     for i, v in enumerate(variants):
         if not isinstance(v, dict) or "name" not in v:
             raise UserError(f"{path}: variants[{i}] needs a `name` (and optional `overrides`)")
-        extra = set(v) - {"name", "overrides"}
+        extra = set(v) - {"name", "overrides", "after"}
         if extra:
-            raise UserError(f"{path}: variant '{v['name']}': unknown field '{sorted(extra)[0]}' (name, overrides)")
-        out.append((str(v["name"]), nest(dict(v.get("overrides") or {}))))
-    names = [n for n, _ in out]
+            raise UserError(f"{path}: variant '{v['name']}': unknown field '{sorted(extra)[0]}' (name, overrides, "
+                            "after)")
+        after = v.get("after")
+        if after is not None and str(after) not in [n for n, _, _ in out]:
+            raise UserError(f"{path}: variant '{v['name']}' runs after '{after}', which is not a variant listed "
+                            "before it")
+        out.append((str(v["name"]), nest(dict(v.get("overrides") or {})), None if after is None else str(after)))
+    names = [n for n, _, _ in out]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: variant names must be unique, got {names}")
     return out
@@ -122,14 +130,17 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
     if not isinstance(seeds, list) or not seeds:
         raise UserError(f"{path}: `seeds` must be a non-empty list of integers")
     cli = dotlist(overrides)
-    runs, seen = [], {}
-    for (vname, vover), point in itertools.product(_variants(raw, path), _grid_points(raw, path)):
-        run_name = ",".join([vname] + [f"{k}={_label(v)}" for k, v in point.items()])
+    runs, seen, ids = [], {}, {}
+    for (vname, vover, after), point in itertools.product(_variants(raw, path), _grid_points(raw, path)):
+        point_label = [f"{k}={_label(v)}" for k, v in point.items()]
+        run_name = ",".join([vname] + point_label)
         for seed in seeds:
             source = f"{path}: variant '{run_name}'"
             layers = [base, vover, nest(point), PROFILES[profile] if profile else None]
             conf = merge_onto(RunConfig, *layers, source=source)
-            conf = merge_onto(RunConfig, conf, cli, {"grid": name, "variant": run_name, "seed": int(seed)},
+            # a dependent run starts from its `after` variant's run of the same grid point and seed
+            start = {"after": ids[(after, tuple(point_label), int(seed))]} if after else {}
+            conf = merge_onto(RunConfig, conf, cli, {"grid": name, "variant": run_name, "seed": int(seed), **start},
                               source=f"{source} (command-line overrides)")
             config = to_object(conf, source)
             try:
@@ -142,6 +153,7 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
             if rid in seen:
                 raise UserError(f"{path}: runs '{seen[rid]}' and '{run_name}' (seed {seed}) resolve to the same config")
             seen[rid] = run_name
+            ids[(vname, tuple(point_label), int(seed))] = rid
             runs.append(Run(rid, run_name, int(seed), config, conf))
     if not runs:
         raise UserError(f"{path}: the grid expands to no runs")

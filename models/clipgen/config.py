@@ -7,7 +7,7 @@ as the HFAiLab clip-gen reimplementation uses; encoder/decoder widths and loss s
 configs (vqgan_imagenet_f16_16384, custom_vqgan.yaml). `tiny()` presets are for tests and smoke runs on a CPU.
 """
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Optional, Tuple
 
 CONDITIONING = ("prefix", "cross")
 RELAXATIONS = ("gumbel", "softmax")
@@ -102,9 +102,26 @@ class PriorConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """How images are drawn at evaluation and sampling: plain sampling from the prior's softmax by default."""
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"sampling.temperature must be positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"sampling.top_k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
 class ClipGenConfig:
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     @classmethod
     def tiny(cls) -> "ClipGenConfig":
@@ -113,6 +130,7 @@ class ClipGenConfig:
     def validate(self) -> None:
         self.vqgan.validate()
         self.prior.validate()
+        self.sampling.validate()
         if self.prior.vocab_size != self.vqgan.codebook_size:
             raise ValueError(f"prior.vocab_size={self.prior.vocab_size} must equal vqgan.codebook_size="
                              f"{self.vqgan.codebook_size}")

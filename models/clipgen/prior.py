@@ -67,9 +67,14 @@ class Prior(nn.Module):
 
     @torch.no_grad()
     def sample(self, clip_emb: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-               top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+               top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
+               uniforms: Optional[torch.Tensor] = None) -> torch.Tensor:
         """clip_emb [B,E] -> tokens [B, seq_len], decoded with a key/value cache in eval mode (dropout off).
-        The draws come from `generator` alone: the same seed gives the same tokens. top_k=1 is greedy decoding."""
+        The draws come from `generator` alone: the same seed gives the same tokens. top_k=1 is greedy decoding.
+        `uniforms` [B, seq_len] in [0, 1) instead: token t of sample i is drawn by inverting the filtered
+        distribution's CDF at uniforms[i, t], so each sample depends on its own row only, whatever the batch."""
+        if uniforms is not None and tuple(uniforms.shape) != (clip_emb.shape[0], self.cfg.seq_len):
+            raise ValueError(f"uniforms must be [{clip_emb.shape[0]}, {self.cfg.seq_len}], got {tuple(uniforms.shape)}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         was_training = self.training
@@ -81,7 +86,13 @@ class Prior(nn.Module):
             for _ in range(self.cfg.seq_len):
                 logits, cache = self._run(tokens, cond, cache)
                 logits = filter_logits(logits[:, -1].float() / temperature, top_k, top_p)
-                nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+                probs = logits.softmax(dim=-1)
+                if uniforms is None:
+                    nxt = torch.multinomial(probs, 1, generator=generator)
+                else:
+                    cdf = probs.double().cumsum(dim=-1)
+                    u = uniforms[:, tokens.shape[1], None].to(cdf) * cdf[:, -1:]
+                    nxt = torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1)
                 tokens = torch.cat([tokens, nxt], dim=1)
             return tokens
         finally:
