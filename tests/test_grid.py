@@ -99,3 +99,41 @@ def test_bad_grid_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys, monke
 def test_shipped_grids_expand(name):
     grid = load_grid(ABLATIONS / f"{name}.yaml", profile="smoke")
     assert grid.runs and grid.name == name
+
+
+STAGED = """name: staged
+profile: smoke
+seeds: [0, 1]
+variants:
+  - {name: tok, overrides: {system: clipgen, clipgen.stage: vqgan}}
+  - {name: gen, after: tok, overrides: {system: clipgen, clipgen.stage: prior}}
+"""
+
+
+def test_a_variant_after_another_starts_from_its_run_of_the_same_seed(tmp_path):
+    from galip_bench.grids.launch import dependency_waves
+    grid = load_grid(write(tmp_path, STAGED))
+    ids = {(r.name, r.seed): r.run_id for r in grid.runs}
+    for seed in (0, 1):
+        gen = next(r for r in grid.runs if r.name == "gen" and r.seed == seed)
+        assert gen.config.after == ids[("tok", seed)] and gen.config.clipgen.stage == "prior"
+    assert [sorted(r.name for r in wave) for wave in dependency_waves(grid.runs)] == [["tok", "tok"], ["gen", "gen"]]
+    # stage 1 finished already (not among the runs to launch): stage 2 starts at once
+    assert [[r.name for r in wave] for wave in dependency_waves([r for r in grid.runs if r.name == "gen"])] == [
+        ["gen", "gen"]]
+    # another stage 1 is another starting point: the dependent run gets another id
+    changed = load_grid(write(tmp_path, STAGED.replace("clipgen.stage: vqgan}", "clipgen.stage: vqgan, "
+                                                       "clipgen.lr_vqgan: 0.001}")))
+    new = {(r.name, r.seed): r.run_id for r in changed.runs}
+    assert new[("gen", 0)] != ids[("gen", 0)] and new[("tok", 0)] != ids[("tok", 0)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nvariants: [{name: a, after: b}, {name: b}]\n", "runs after 'b', which is not a variant listed before"),
+    ("name: x\nvariants: [{name: a, overrides: {system: clipgen, clipgen.stage: prior}}]\n",
+     "clipgen.stage=prior starts from a stage-1"),
+    ("name: x\nvariants: [{name: a, overrides: {system: dalle}}]\n", "system must be one of"),
+])
+def test_bad_dependencies_and_systems_name_the_problem(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        load_grid(write(tmp_path, text))

@@ -12,7 +12,7 @@ SMOKE = {
         "bridge_ch": 16, "bridge_mid_ch": 8, "c_hidden": 16,
     },
     # CLIP-GEN runs: 32 px, 4x down (64 tokens), 64 codes, a 2-layer prior on the tiny CLIP's 64-d embeddings
-    "clipgen": {"model": dataclasses.asdict(ClipGenConfig.tiny())},
+    "clipgen": {"model": dataclasses.asdict(ClipGenConfig.tiny()), "perceptual": "none"},
     "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
     "train": {
         "steps": 120, "epochs": None, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32", "threads": 1,

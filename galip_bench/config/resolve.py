@@ -77,6 +77,8 @@ def resolve_system(cfg: RunConfig) -> int:
     if cg.stage == "prior" and not cfg.after:
         raise UserError("clipgen.stage=prior starts from a stage-1 (vqgan) run: give its grid variant "
                         "`after: <the vqgan variant>`")
+    if cg.perceptual not in ("lpips", "none"):
+        raise UserError(f"clipgen.perceptual must be lpips or none, got {cg.perceptual!r}")
     if cg.stage == "vqgan":
         cfg.eval.protocols = []
     for name in ("lr_vqgan", "lr_prior"):

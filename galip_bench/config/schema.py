@@ -83,6 +83,7 @@ class ClipGenRunConfig:
     frozen CLIP), `data`, `train` (length, batch, logging, checkpoints) and `eval` as GALIP runs do."""
     stage: str = "vqgan"                # vqgan (stage 1: the image tokenizer) | prior (stage 2: from a vqgan run)
     model: ClipGenConfig = field(default_factory=ClipGenConfig)
+    perceptual: str = "lpips"           # lpips: the VQGAN's LPIPS-VGG term (weights `vgg16` read locally) | none
     lr_vqgan: float = 2.88e-4           # VQGAN and its discriminator: taming's 4.5e-6 x batch 64
     betas_vqgan: List[float] = field(default_factory=lambda: [0.5, 0.9])   # taming
     lr_prior: float = 3e-4

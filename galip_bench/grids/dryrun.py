@@ -35,16 +35,36 @@ def _data_line(data, train: bool) -> str:
     return f"{data.kind} at {where}, {data.size} px ({how}); {count}"
 
 
+def _clipgen_lines(cfg) -> list:
+    cg = cfg.clipgen
+    vq, prior = cg.model.vqgan, cg.model.prior
+    tokens = f"{vq.latent_size}x{vq.latent_size} tokens of a {vq.codebook_size:,}-code book"
+    if cg.stage == "vqgan":
+        return [f"CLIP-GEN stage 1 (VQGAN): {vq.img_size} px, {vq.downsample}x down -> {tokens}; Adam lr "
+                f"{cg.lr_vqgan:g} betas {tuple(cg.betas_vqgan)}; adversarial weight {vq.adversarial_weight:g} from "
+                f"step {vq.adversarial_start:,}"]
+    return [f"CLIP-GEN stage 2 (prior): starts after run {cfg.after} (its VQGAN, frozen: {tokens}); "
+            f"{prior.depth} layers x {prior.dim} wide, {prior.conditioning} conditioning on the CLIP image embedding; "
+            f"AdamW lr {cg.lr_prior:g}; embedding-reconstruction weight {prior.emb_rec_weight:g}"]
+
+
 def describe_run(run, site, grid) -> list:
     cfg, tc, world = run.config, run.config.train, world_size(site, grid)
     n_train, _ = _safe(split_size, cfg.data, "train")
     precision = {"fp32": "fp32", "bf16": "bf16 autocast",
                  "fp16": f"fp16 autocast + GradScaler (growth_interval 2000, reset to {RESET_SCALE:g} under "
                          f"{SCALER_MIN:g})"}.get(tc.precision, tc.precision)
-    lines = [f"data: {_data_line(cfg.data, True)}",
-             f"train: {describe_length(tc, n_train, world)}; batch {tc.batch_size} x {world} process(es); "
-             f"Adam betas ({tc.beta1:g}, {tc.beta2:g}), lr G {tc.lr_g:g} / D+C {tc.lr_d:g}; sim_w {tc.sim_w:g}; "
-             f"{precision}; seed {tc.seed + cfg.seed}"]
+    if cfg.system == "clipgen":
+        lines = [f"data: {_data_line(cfg.data, True)}; no caption read"] + _clipgen_lines(cfg) + [
+            f"train: {describe_length(tc, n_train, world)}; batch {tc.batch_size} x {world} process(es); "
+            f"{precision}; seed {tc.seed + cfg.seed}"]
+    else:
+        language_free = "; language-free (CLIP image embeddings, no caption read)" \
+            if cfg.model.condition == "clip_image" else ""
+        lines = [f"data: {_data_line(cfg.data, True)}{language_free}",
+                 f"train: {describe_length(tc, n_train, world)}; batch {tc.batch_size} x {world} process(es); "
+                 f"Adam betas ({tc.beta1:g}, {tc.beta2:g}), lr G {tc.lr_g:g} / D+C {tc.lr_d:g}; sim_w {tc.sim_w:g}; "
+                 f"{precision}; seed {tc.seed + cfg.seed}"]
     if grid.slurm.get("gpus_per_node") and world != max(int(grid.slurm["gpus_per_node"]), 1):
         lines.append(f"note: the grid asks for {grid.slurm['gpus_per_node']} GPU(s) per run (SLURM); the "
                      f"{site.executor} executor runs {world} process(es), so the global batch is "

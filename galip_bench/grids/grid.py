@@ -70,11 +70,12 @@ def run_id_of(conf) -> str:
     if conf.get("system", "galip") == "galip":  # the CLIP-GEN settings do not apply to a GALIP run
         for key in ("system", "clipgen"):
             conf.pop(key, None)
-    leave_out = [(key, None) for key in EXECUTION_ONLY] + list(ADDED_LATER.items())
+    always = object()
+    leave_out = [(key, always) for key in EXECUTION_ONLY] + list(ADDED_LATER.items())
     for key, neutral in leave_out:
         section, _, name = key.rpartition(".")
         node = OmegaConf.select(conf, section) if section else conf
-        if node is not None and name in node and (neutral is None or node[name] == neutral):
+        if node is not None and name in node and (neutral is always or node[name] == neutral):
             del node[name]
     return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from galip_bench.config.io import merge_onto, to_object
 from galip_bench.config.schema import RunConfig, SiteConfig
+from galip_bench.errors import UserError
 from galip_bench.progress import progress_options
 from galip_bench.runs import results
 from galip_bench.runs.rundir import RunDir
@@ -77,6 +78,10 @@ def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool
     return {**out, "folder": run_dir.path}
 
 
+def slurm_settings(site: SiteConfig, grid_slurm: dict) -> dict:
+    return {**OmegaConf.to_container(OmegaConf.structured(site.slurm)), **grid_slurm}
+
+
 def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
     kind = site.executor
     if kind == "debug":
@@ -86,7 +91,7 @@ def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
         # submitit's local default is a 2-minute limit, after which it signals the job to requeue
         executor.update_parameters(timeout_min=site.local_timeout_min)
         return executor
-    slurm = {**OmegaConf.to_container(OmegaConf.structured(site.slurm)), **grid_slurm}
+    slurm = slurm_settings(site, grid_slurm)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     gpus_per_node = slurm["gpus_per_node"]
     params = dict(
@@ -143,24 +148,78 @@ def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = F
         executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
         bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait),
                    **progress_options())
+        slurm = site.executor == "slurm"
+        submitted = {}  # run id -> job, for the runs that start after another
         with Interrupt() as stop:
-            for i in range(0, len(todo), chunk):
-                if stop.signal:
-                    break
-                runs = todo[i:i + chunk]
-                with children_ignore_sigint(site.executor == "local"), executor.batch():
-                    jobs = [executor.submit(jobs_of[r.run_id]) for r in runs]
-                for run, job in zip(runs, jobs):
-                    RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
-                summary["launched"] += [r.run_id for r in runs]
-                if wait:
-                    summary["failed"] += _wait(runs, jobs, root, bar, stop, site.executor)
+            for wave in dependency_waves(todo):
+                wave = [r for r in wave if _can_start(r, root, submitted, slurm, summary)]
+                for i in range(0, len(wave), chunk):
+                    if stop.signal:
+                        break
+                    runs = wave[i:i + chunk]
+                    jobs = _submit(executor, runs, jobs_of, submitted, site, grid.slurm)
+                    for run, job in zip(runs, jobs):
+                        RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
+                    submitted.update({r.run_id: job for r, job in zip(runs, jobs)})
+                    summary["launched"] += [r.run_id for r in runs]
+                    if wait and not slurm:
+                        summary["failed"] += _wait(runs, jobs, root, bar, stop, site.executor)
+            if wait and slurm:  # dependent jobs were queued behind theirs (afterok): wait for all at once
+                runs = [r for r in todo if r.run_id in submitted]
+                summary["failed"] += _wait(runs, [submitted[r.run_id] for r in runs], root, bar, stop, "slurm")
         bar.close()
         if stop.signal:
             summary["interrupted"] = stop.signal
             _mark_unstarted(todo, root, stop.signal)
     results.write_index(root)
     return summary
+
+
+def dependency_waves(runs: list) -> list:
+    """The runs in waves: those that start from nothing or from a run outside `runs` (finished already) first, then
+    those that start from a run of an earlier wave (a grid variant's `after:`)."""
+    ids = {r.run_id for r in runs}
+    waves, placed, left = [], set(), list(runs)
+    while left:
+        wave = [r for r in left if r.config.after is None or r.config.after not in ids or r.config.after in placed]
+        if not wave:  # grids only refer to variants listed earlier, so this cannot happen
+            raise UserError("the runs' `after` dependencies form a cycle")
+        waves.append(wave)
+        placed |= {r.run_id for r in wave}
+        left = [r for r in left if r.run_id not in placed]
+    return waves
+
+
+def _can_start(run, root: Path, submitted: dict, slurm: bool, summary: dict) -> bool:
+    """A run that starts from another needs that one finished, or (SLURM) queued in this launch: it then waits in
+    the queue behind it. Otherwise it is marked failed-not-started (the next `run` starts it) and left out."""
+    after = run.config.after
+    if after is None or RunDir(root / after).finished or (slurm and after in submitted):
+        return True
+    RunDir(root / run.run_id).set_status(
+        "failed", error=f"not started: it starts from run {after}, which has not finished; the next `run` starts it "
+                        "once that one has")
+    summary["failed"].append(run.run_id)
+    return False
+
+
+def _submit(executor, runs: list, jobs_of: dict, submitted: dict, site: SiteConfig, grid_slurm: dict) -> list:
+    """Submit runs as one batch (a SLURM job array); on SLURM a run that starts from a run queued in this launch is
+    its own job with `--dependency=afterok:<that job>` (cancelled by SLURM if that job fails)."""
+    waiting = [r for r in runs if r.config.after in submitted] if site.executor == "slurm" else []
+    free = [r for r in runs if r not in waiting]
+    jobs = {}
+    if free:
+        with children_ignore_sigint(site.executor == "local"), executor.batch():
+            jobs.update({r.run_id: executor.submit(jobs_of[r.run_id]) for r in free})
+    extra = dict(slurm_settings(site, grid_slurm)["additional"])
+    for run in waiting:
+        executor.update_parameters(slurm_additional_parameters={
+            **extra, "dependency": f"afterok:{submitted[run.config.after].job_id}", "kill_on_invalid_dep": "yes"})
+        jobs[run.run_id] = executor.submit(jobs_of[run.run_id])
+    if waiting:
+        executor.update_parameters(slurm_additional_parameters=extra)
+    return [jobs[r.run_id] for r in runs]
 
 
 def interrupted_lines(grid, site: SiteConfig, summary: dict) -> list:

@@ -37,6 +37,8 @@ def check_run(cfg, site, allow_download: bool = False) -> None:
     if cfg.eval.protocols:
         check_data(cfg.eval.data or cfg.data, "test")
     check_clip_weights(cfg.model.clip)
+    if cfg.system == "clipgen" and cfg.clipgen.stage == "vqgan" and cfg.clipgen.perceptual == "lpips":
+        resolve_weights("vgg16", site.paths.weights, "clipgen.perceptual=lpips", allow_download)
     if cfg.eval.extractor != "tiny" and not allow_download:
         for name in cfg.eval.protocols:
             for weights in protocol_class(name).weights_needed():

@@ -48,6 +48,9 @@ WEIGHTS = {
         extra_dirs=("~/.cache/clip",),
         hf_globs=("models--timm--vit_base_patch32_clip_224.openai/snapshots/*/open_clip_model.safetensors",
                   "models--timm--vit_base_patch32_clip_224.openai/snapshots/*/open_clip_pytorch_model.bin")),
+    "vgg16": WeightSpec(
+        "vgg16", ("vgg16-397923af.pth",), "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "torchvision ImageNet VGG16 (the backbone of LPIPS, CLIP-GEN's VQGAN perceptual loss)"),
 }
 
 
