@@ -1,7 +1,7 @@
 """A training process for the fault tests: `galip-bench train` on a small smoke run, optionally stopping in the
 middle of a checkpoint write so the test can SIGKILL it there.
 
-    python fault_worker.py GRID.yaml [--pause-in-checkpoint K]
+    python fault_worker.py GRID.yaml [--steps N] [--pause-in-checkpoint K]
 
 With --pause-in-checkpoint K, the K-th checkpoint this process writes stops after half of its bytes reached the
 temp file: the worker creates `paused_in_checkpoint` in the working folder and sleeps until it is killed."""
@@ -10,9 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-OVERRIDES = ["train.steps=40", "train.batch_size=4", "train.ckpt_every=4", "train.keep_ckpts=2", "train.log_every=1",
-             "train.eval_every=20", "train.sample_every=20", "data.num_train=48", "data.num_test=16",
-             "eval.num_samples=72", "eval.batch_size=24"]
+
+
+def overrides(steps: int) -> list:
+    """A run of `steps` steps: a checkpoint every 4, an evaluation and a sample sheet half-way and at the end."""
+    return [f"train.steps={steps}", "train.batch_size=4", "train.ckpt_every=4", "train.keep_ckpts=2",
+            "train.log_every=1", f"train.eval_every={steps // 2}", f"train.sample_every={steps // 2}",
+            "data.num_train=48", "data.num_test=16", "eval.num_samples=72", "eval.batch_size=24"]
+
+
 GRID = "name: fault\nprofile: smoke\nvariants: [{name: full}]\neval: {protocols: [clip_score_galip, fid_galip]}\n"
 MARKER = "paused_in_checkpoint"
 
@@ -48,7 +54,8 @@ def main(argv) -> int:
     if "--pause-in-checkpoint" in argv:
         pause_in_checkpoint(int(argv[argv.index("--pause-in-checkpoint") + 1]))
     from galip_bench.cli import main as cli
-    return cli(["train", grid] + [a for o in OVERRIDES for a in ("--set", o)])
+    steps = int(argv[argv.index("--steps") + 1]) if "--steps" in argv else 40
+    return cli(["train", grid] + [a for o in overrides(steps) for a in ("--set", o)])
 
 
 if __name__ == "__main__":

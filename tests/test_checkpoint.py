@@ -69,3 +69,17 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "could not be read" in err and "Traceback" not in err
     assert main(["convert", str(tmp_path / "missing.pt"), str(tmp_path / "b.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_checkpoint_loads_with_the_random_init_clip_its_run_trained_with(tmp_path):
+    """The tiny (and `random`) CLIP is not saved: its seed is, so eval and regress see the training run's CLIP."""
+    from galip_bench.checkpoints.clip import build_clip
+    from galip_bench.checkpoints.loader import load_model
+    galip = tiny_galip(seed=1)
+    run_clip = build_clip(galip.cfg.clip, taps=galip.cfg.d_taps, seed=123)
+    galip = tiny_galip(seed=1, clip=run_clip)
+    loaded = load_model(save_checkpoint(tmp_path / "a.pt", galip, step=3, clip_seed=123))
+    for (k, a), b in zip(run_clip.state_dict().items(), loaded.galip.clip.state_dict().values()):
+        assert torch.equal(a, b), k
+    seed0 = build_clip(galip.cfg.clip, taps=galip.cfg.d_taps, seed=0)
+    assert not torch.equal(next(iter(seed0.state_dict().values())), next(iter(run_clip.state_dict().values())))

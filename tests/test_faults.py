@@ -10,22 +10,24 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fault_worker import GRID, MARKER, OVERRIDES
+import pytest
+from fault_worker import GRID, MARKER, overrides
 
 from galip_bench.checkpoints import read_checkpoint
 from galip_bench.cli import main
 from galip_bench.runs.rundir import RunDir, read_jsonl
 
 WORKER = Path(__file__).with_name("fault_worker.py")
-STEPS = 40
-PAUSE_TRIALS = {0: 1, 3: 2, 6: 3}  # trial -> the checkpoint write of that process it is killed in
-MIN_KILLS = 10                      # kills while training; the per-trial progress bound below guarantees them
-AFTER_FINISH = 3                    # then kills of workers started on the finished run, at random times
 FAULT_SEED = os.environ.get("FAULT_SEED")
+# steps; trial -> the checkpoint write of that process it is killed in; kills while training (the per-trial progress
+# bound below guarantees them); then kills of workers started on the finished run, at random times
+QUICK = dict(steps=24, pause_trials={0: 1, 3: 2}, min_kills=6, after_finish=1)
+FULL = dict(steps=40, pause_trials={0: 1, 3: 2, 6: 3}, min_kills=10, after_finish=3)
 
 
-def start_worker(folder: Path, pause_at: int = None) -> subprocess.Popen:
-    cmd = [sys.executable, str(WORKER), "g.yaml"] + (["--pause-in-checkpoint", str(pause_at)] if pause_at else [])
+def start_worker(folder: Path, steps: int, pause_at: int = None) -> subprocess.Popen:
+    cmd = [sys.executable, str(WORKER), "g.yaml", "--steps", str(steps)] + (
+        ["--pause-in-checkpoint", str(pause_at)] if pause_at else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
                                                          os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -72,23 +74,34 @@ def metric_values(run: RunDir) -> dict:
     return {(r["step"], r["protocol"], r["metric"]): r["value"] for r in read_jsonl(run.metrics)}
 
 
-def train_straight(folder: Path, monkeypatch) -> tuple:
+def train_straight(folder: Path, monkeypatch, steps: int) -> tuple:
     folder.mkdir()
     (folder / "g.yaml").write_text(GRID)
     monkeypatch.chdir(folder)
-    assert main(["train", "g.yaml"] + [a for o in OVERRIDES for a in ("--set", o)]) == 0
+    assert main(["train", "g.yaml"] + [a for o in overrides(steps) for a in ("--set", o)]) == 0
     run = the_run(folder)
     reference = {"losses": {r["step"]: (r["errD"], r["errG"]) for r in read_jsonl(run.train_log)},
-                 "metrics": metric_values(run), "step_s": run.status()["wall_s"] / STEPS}
-    assert sorted(reference["losses"]) == list(range(1, STEPS + 1)) and reference["metrics"]
+                 "metrics": metric_values(run), "step_s": run.status()["wall_s"] / steps}
+    assert sorted(reference["losses"]) == list(range(1, steps + 1)) and reference["metrics"]
     return reference, read_checkpoint(run.checkpoints()[-1])[1]
 
 
 def test_sigkill_at_random_points_always_resumes(tmp_path, monkeypatch):
+    """The default suite's share: fewer steps and kills than the full test below (`pytest -m slow`)."""
+    sigkill_at_random_points(tmp_path, monkeypatch, **QUICK)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_always_resumes_full(tmp_path, monkeypatch):
+    sigkill_at_random_points(tmp_path, monkeypatch, **FULL)
+
+
+def sigkill_at_random_points(tmp_path, monkeypatch, steps: int, pause_trials: dict, min_kills: int,
+                             after_finish: int) -> None:
     seed = int(FAULT_SEED) if FAULT_SEED else random.randrange(1 << 30)
     rng = random.Random(seed)
     print(f"fault test seed {seed} (FAULT_SEED={seed} replays it)")
-    reference, final = train_straight(tmp_path / "straight", monkeypatch)
+    reference, final = train_straight(tmp_path / "straight", monkeypatch, steps)
 
     folder = tmp_path / "killed"
     folder.mkdir()
@@ -97,22 +110,22 @@ def test_sigkill_at_random_points_always_resumes(tmp_path, monkeypatch):
     finished_snapshot = None
     for trial in range(60):
         run = the_run(folder)
-        if run is not None and run.finished and kills["finished_run"] >= AFTER_FINISH:
+        if run is not None and run.finished and kills["finished_run"] >= after_finish:
             break
         label = f"seed {seed}, trial {trial}"
         (folder / MARKER).unlink(missing_ok=True)
         ckpts = run.checkpoints() if run else []
         resumed_at = int(ckpts[-1].stem.split("_")[1]) if ckpts else 0  # where the next worker starts
         if run is not None and run.finished:  # a worker on the finished run, killed at a random time
-            proc = start_worker(folder)
+            proc = start_worker(folder, steps)
             time.sleep(rng.uniform(0, 5))
             kind = "finished_run"
-        elif trial in PAUSE_TRIALS:
-            proc = start_worker(folder, PAUSE_TRIALS[trial])
+        elif trial in pause_trials:
+            proc = start_worker(folder, steps, pause_trials[trial])
             assert wait_until(lambda: (folder / MARKER).exists(), proc), f"{label}: no checkpoint write reached"
             kind = "in_checkpoint_write"
         else:  # 2-5 steps after the resume (so at most one checkpoint further), at a random moment within a step
-            proc = start_worker(folder)
+            proc = start_worker(folder, steps)
             target = rng.randint(2, 5)
             wait_until(lambda: own_status(folder, proc).get("step", -1) >= resumed_at + target, proc)
             time.sleep(rng.uniform(0, 1.5 * reference["step_s"]))
@@ -133,16 +146,16 @@ def test_sigkill_at_random_points_always_resumes(tmp_path, monkeypatch):
             finished_snapshot = (run.metrics.read_bytes(), run.train_log.read_bytes())
 
     print(f"fault test: kills {dict(kills)}")
-    assert kills["in_checkpoint_write"] == len(PAUSE_TRIALS), kills
-    assert kills["random"] + kills["in_checkpoint_write"] >= MIN_KILLS, kills
+    assert kills["in_checkpoint_write"] == len(pause_trials), kills
+    assert kills["random"] + kills["in_checkpoint_write"] >= min_kills, kills
     assert finished_snapshot is not None
     run = the_run(folder)
-    assert run.status()["state"] == "finished" and run.status()["step"] == STEPS
+    assert run.status()["state"] == "finished" and run.status()["step"] == steps
     assert not list(run.ckpt_dir.glob(".step_*.tmp")), "temp files of killed writes are removed on resume"
-    assert sorted(r["step"] for r in read_jsonl(run.train_log)) == list(range(1, STEPS + 1))
+    assert sorted(r["step"] for r in read_jsonl(run.train_log)) == list(range(1, steps + 1))
     assert metric_values(run) == reference["metrics"], "the evaluations equal the uninterrupted run's"
     last = read_checkpoint(run.checkpoints()[-1])[1]
-    assert last["step"] == STEPS
+    assert last["step"] == steps
     for net in ("netG", "netD", "netC"):
         for key, value in final["nets"][net].items():
             assert (last["nets"][net][key] == value).all(), f"{net}.{key} differs from the uninterrupted run's"

@@ -1,6 +1,9 @@
 """Our checkpoint format: format version, model config, the three nets, optimiser and scaler state, step. Written
 atomically; read back with clear errors for missing, corrupt or mismatching files. No RNG state is stored: every
-training step reseeds from (seed, rank, step)."""
+training step reseeds from (seed, rank, step).
+
+A CLIP-GEN checkpoint (`system: clipgen`) holds its ClipGenConfig, the CLIP config (and the seed of a random-init
+CLIP, which is not saved), the training stage and the nets vqgan, disc and prior. No `system` key means GALIP."""
 import dataclasses
 from pathlib import Path
 
@@ -9,18 +12,23 @@ import torch
 from galip_bench.config.io import merge_onto, to_object
 from galip_bench.errors import UserError
 from galip_bench.files import atomic_torch_save
-from models import GALIPConfig
+from models import CLIPConfig, GALIPConfig
+from models.clipgen.config import ClipGenConfig
 from models.galip import NETS, CheckpointMismatch, ClipWeightsMismatch, check_state_dict
 
 FORMAT = "galip-bench"
 FORMAT_VERSION = 1
+CLIPGEN_NETS = ("vqgan", "disc", "prior")  # models.clipgen.NETS, without importing the CLIP-GEN modules here
 
 
-def make_checkpoint(galip, step: int = 0, optimizers: dict = None, scaler=None, extra: dict = None) -> dict:
+def make_checkpoint(galip, step: int = 0, optimizers: dict = None, scaler=None, extra: dict = None,
+                    clip_seed: int = 0) -> dict:
+    """`clip_seed`: the seed a random-init CLIP (tiny, or `random`) was built with; the CLIP itself is not saved."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": dataclasses.asdict(galip.cfg),
+        "clip_seed": int(clip_seed),
         "nets": {name: getattr(galip, name).state_dict() for name in NETS},
         "optimizers": {k: opt.state_dict() for k, opt in (optimizers or {}).items()},
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -31,6 +39,32 @@ def make_checkpoint(galip, step: int = 0, optimizers: dict = None, scaler=None, 
 
 def save_checkpoint(path, galip, **kwargs) -> Path:
     return atomic_torch_save(make_checkpoint(galip, **kwargs), path)
+
+
+def make_clipgen_checkpoint(model, clip_config, stage: str, step: int = 0, optimizers: dict = None,
+                            extra: dict = None, clip_seed: int = 0) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "system": "clipgen",
+        "model_config": dataclasses.asdict(model.cfg),
+        "clip_config": dataclasses.asdict(clip_config),
+        "clip_seed": int(clip_seed),
+        "stage": stage,
+        "nets": {name: getattr(model, name).state_dict() for name in CLIPGEN_NETS},
+        "optimizers": {k: opt.state_dict() for k, opt in (optimizers or {}).items()},
+        "step": int(step),
+        "extra": extra or {},
+    }
+
+
+def save_clipgen_checkpoint(path, model, **kwargs) -> Path:
+    return atomic_torch_save(make_clipgen_checkpoint(model, **kwargs), path)
+
+
+def system_of(ckpt: dict) -> str:
+    """'galip' or 'clipgen': which model one of our checkpoints holds."""
+    return ckpt.get("system", "galip")
 
 
 def read_checkpoint(path) -> tuple:
@@ -59,19 +93,32 @@ def read_checkpoint(path) -> tuple:
                     f"(expected {{'model': {{netG, netD, netC}}}})")
 
 
-def config_of(ckpt: dict, source: str = "checkpoint") -> GALIPConfig:
-    return to_object(merge_onto(GALIPConfig, ckpt["model_config"], source=source), source)
+def config_of(ckpt: dict, source: str = "checkpoint"):
+    """The model config of our checkpoint: a GALIPConfig, or a ClipGenConfig for a CLIP-GEN one."""
+    schema = ClipGenConfig if system_of(ckpt) == "clipgen" else GALIPConfig
+    return to_object(merge_onto(schema, ckpt["model_config"], source=source), source)
 
 
-def load_nets(galip, ckpt: dict, source: str = "checkpoint") -> None:
-    """Load our checkpoint's nets into galip; a key or shape mismatch is a UserError naming the first key."""
+def clip_config_of(ckpt: dict, source: str = "checkpoint") -> CLIPConfig:
+    """The CLIP config of a CLIP-GEN checkpoint (a GALIP one keeps it in its model config)."""
+    return to_object(merge_onto(CLIPConfig, ckpt["clip_config"], source=source), source)
+
+
+def load_nets(model, ckpt: dict, source: str = "checkpoint", nets=None) -> None:
+    """Load our checkpoint's nets (all of its system's, or those named in `nets`) into a GALIP or ClipGen; a
+    checkpoint of the other system, or a key or shape mismatch, is a UserError naming the first key."""
+    system = system_of(ckpt)
+    model_system = "clipgen" if isinstance(model.cfg, ClipGenConfig) else "galip"
+    if system != model_system:
+        raise UserError(f"{source} is a {system} checkpoint; it does not load into a {model_system} model")
+    names = nets or (CLIPGEN_NETS if system == "clipgen" else NETS)
     try:
-        for name in NETS:
-            check_state_dict(getattr(galip, name), ckpt["nets"][name], name)
+        for name in names:
+            check_state_dict(getattr(model, name), ckpt["nets"][name], name)
     except CheckpointMismatch as err:
         raise UserError(f"{source}: {err}") from None
-    for name in NETS:
-        getattr(galip, name).load_state_dict(ckpt["nets"][name])
+    for name in names:
+        getattr(model, name).load_state_dict(ckpt["nets"][name])
 
 
 def load_official_nets(galip, ckpt: dict, source: str = "checkpoint", check_clip: bool = True) -> None:

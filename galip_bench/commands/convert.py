@@ -1,5 +1,6 @@
 """`galip-bench convert IN OUT`: an official GALIP checkpoint into ours, or ours into the official layout."""
 from galip_bench.checkpoints import load_model, read_checkpoint, save_checkpoint
+from galip_bench.checkpoints.format import system_of
 from galip_bench.errors import UserError
 from galip_bench.files import atomic_torch_save
 
@@ -21,6 +22,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     kind, ckpt = read_checkpoint(args.input)
+    if kind == "ours" and system_of(ckpt) == "clipgen":
+        raise UserError(f"{args.input} is a CLIP-GEN checkpoint: convert handles GALIP checkpoints only")
     if args.to_official:
         if kind != "ours":
             raise UserError(f"{args.input} is already in the official layout")

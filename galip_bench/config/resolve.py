@@ -93,7 +93,8 @@ def resolve_data_size(data, img_size: int, section: str = "data", canvas: bool =
     if data.size is None:
         data.size = canvas_size(img_size) if canvas else img_size
     if data.size < img_size:
-        raise UserError(f"{section}.size={data.size} is smaller than the generator's output size "
+        setting = "model.img_size" if canvas else "clipgen.model.vqgan.img_size"
+        raise UserError(f"{section}.size={data.size} is smaller than the generator's output {setting}="
                         f"{img_size}: real images would be upsampled for D and for the reference statistics; "
                         f"use at least {img_size} (the official canvas for it is {canvas_size(img_size)})")
     return data

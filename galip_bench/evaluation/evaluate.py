@@ -22,7 +22,7 @@ def evaluate_checkpoint(checkpoint, data_cfg, eval_cfg, site, *, device="auto", 
     loaded = load_model(checkpoint, model_config=model_config, overrides=overrides, clip_weights=clip_weights,
                         device=device, allow_clip_mismatch=allow_clip_mismatch)
     if data_cfg is not None:
-        resolve_data_size(data_cfg, loaded.galip.cfg.img_size, "data")
+        resolve_data_size(data_cfg, loaded.img_size, "data", canvas=loaded.system == "galip")
     elif any(name != "speed" for name in eval_cfg.protocols):
         raise UserError("evaluating quality protocols needs a dataset (--data DATA.yaml with a `data:` section)")
     evaluator = Evaluator(eval_cfg, data_cfg, site, device, allow_download, progress=progress,

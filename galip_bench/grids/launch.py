@@ -45,7 +45,8 @@ class RunJob(submitit.helpers.Checkpointable):
         run_dir = RunDir(self.run_path)
         make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress)
         try:
-            out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache)
+            out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache,
+                            weights_dir=site.paths.weights)
         except BaseException as err:
             if not isinstance(err, (KeyboardInterrupt, SystemExit)):
                 line = (str(err).splitlines() or [""])[0]
@@ -74,7 +75,8 @@ def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool
     from galip_bench.train.loop import train_run
     run_dir = RunDir(Path(site.paths.runs) / grid_name / run.run_id)
     run_dir.write_config(run.conf)
-    out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download), cache_dir=site.paths.cache)
+    out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download), cache_dir=site.paths.cache,
+                    weights_dir=site.paths.weights)
     return {**out, "folder": run_dir.path}
 
 

@@ -2,8 +2,6 @@
 the step loop with its hooks (log, samples, evaluation, checkpoint). Checkpoints are atomic (keep the last K);
 resume restores nets, optimisers, scaler and step, and the data position and every random draw follow from
 (seed, rank, step) (`train.batches`), so a checkpoint needs no RNG state."""
-import os
-import sys
 import time
 from contextlib import closing
 from types import SimpleNamespace
@@ -11,11 +9,10 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from galip_bench.checkpoints import load_nets, read_checkpoint, save_checkpoint
+from galip_bench.checkpoints import load_nets, save_checkpoint
 from galip_bench.checkpoints.clip import build_clip
-from galip_bench.data import auto_workers, build_dataset, dataset_id
+from galip_bench.data import build_dataset, dataset_id
 from galip_bench.devices import resolve_device
-from galip_bench.errors import UserError
 from galip_bench.progress import progress_options
 from galip_bench.runs.rundir import RunDir
 from galip_bench.signals import Interrupt
@@ -24,23 +21,10 @@ from galip_bench.train.amp import AMP
 from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
 from galip_bench.train.loader import StepLoader
+from galip_bench.train.resume import latest_valid_checkpoint, loader_workers
 from galip_bench.train.samples import SampleSheet
 from galip_bench.train.step import make_optimizers, train_step
 from models import GALIP
-
-
-def latest_valid_checkpoint(run_dir: RunDir, remove_partial: bool = True) -> tuple:
-    """(path, checkpoint) of the newest readable checkpoint, or (None, None). Writes are atomic, so an unreadable
-    one means damage after the fact: it is skipped with a warning. Temp files of killed writes are removed."""
-    if remove_partial:
-        for partial in run_dir.ckpt_dir.glob(".step_*.tmp"):
-            partial.unlink(missing_ok=True)
-    for path in reversed(run_dir.checkpoints()):
-        try:
-            return path, read_checkpoint(path)[1]
-        except UserError as err:
-            print(f"warning: skipping checkpoint {path.name}: {err}", file=sys.stderr)
-    return None, None
 
 
 def _initialize(cfg, cache_dir) -> SimpleNamespace:
@@ -69,9 +53,7 @@ def _initialize(cfg, cache_dir) -> SimpleNamespace:
         from galip_bench.data.embedding_cache import EmbeddingCache, weights_hash
         cache = EmbeddingCache(cache_dir, dataset_id(cfg.data, "train"), "train", weights_hash(galip.clip))
         cache.build(batches.dataset.all_captions(), lambda t: galip.clip.encode_text(t.to(device))[0])
-    workers = cfg.data.num_workers
-    if workers is None:
-        workers = auto_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    workers = loader_workers(cfg.data, world_size)
     return SimpleNamespace(device=device, rank=rank, world_size=world_size, main=rank == 0, seed=seed, galip=galip,
                            opt_d=opt_d, opt_g=opt_g, amp=AMP.create(tc.precision, device.type), batches=batches,
                            workers=workers, cache=cache, steps=total_steps(tc, batches.num_images, world_size))
@@ -110,10 +92,16 @@ def _one_step(cfg, run, step: int, batch: dict) -> dict:
 
 
 def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None,
-              cache_dir=".cache/galip_bench") -> dict:
+              cache_dir=".cache/galip_bench", weights_dir=None) -> dict:
     """Train `cfg` (a RunConfig) in `run_dir`, resuming from its last checkpoint. `make_evaluator(device)` gives
     the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a
-    checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint."""
+    checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint.
+    CLIP-GEN runs (`system: clipgen`) train in `train.clipgen`; `weights_dir` (bench.yaml paths.weights) is where
+    their VQGAN's LPIPS finds its VGG16 file."""
+    if cfg.system == "clipgen":
+        from galip_bench.train.clipgen import train_clipgen_run
+        return train_clipgen_run(cfg, run_dir, make_evaluator, progress=progress, stop_at=stop_at, cache_dir=cache_dir,
+                                 weights_dir=weights_dir)
     tc = cfg.train
     if run_dir.status().get("state") == "finished":
         return {"step": run_dir.status().get("step", 0), "interrupted": False, "already_finished": True}
@@ -139,7 +127,7 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
 
     def checkpoint():
         if main:
-            save_checkpoint(run_dir.checkpoint_path(step), run.galip, step=step, scaler=run.amp,
+            save_checkpoint(run_dir.checkpoint_path(step), run.galip, step=step, scaler=run.amp, clip_seed=run.seed,
                             optimizers={"opt_d": run.opt_d, "opt_g": run.opt_g},
                             extra={"variant": cfg.variant, "world_size": run.world_size})
             run_dir.prune(tc.keep_ckpts)
