@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slurm  # skipped by conftest.py without a reachable clu
 
 SMOKE = Path(__file__).parent.parent / "ablations" / "smoke.yaml"
 SLURM = "{partition: debug, gpus_per_node: 0, cpus_per_task: 1, mem_gb: 2, time_min: 30}"
-SMALL = ["train.steps=30", "data.num_train=64", "data.num_test=32", "eval.num_samples=72", "eval.batch_size=36"]
+SMALL = ["train.steps=12", "data.num_train=64", "data.num_test=32", "eval.num_samples=72", "eval.batch_size=36"]
 # one run long enough to be interrupted: a checkpoint every 10 steps, an evaluation every 40
 LONG_GRID = "name: long\nprofile: smoke\nvariants: [{name: full}]\neval: {protocols: [clip_score_galip]}\n"
 LONG = ["train.steps=160", "train.ckpt_every=10", "train.log_every=5", "train.eval_every=40",
@@ -87,7 +87,7 @@ def test_smoke_grid_runs_as_one_job_array_with_the_local_results(tmp_path, monke
     for run_id, run in slurm_runs.items():
         assert run.status()["state"] == local_runs[run_id].status()["state"] == "finished"
         ours, theirs = content(run), content(local_runs[run_id])
-        assert ours["metrics"] and ours["step"] == 30
+        assert ours["metrics"] and ours["step"] == 12
         assert ours == theirs, f"run {run_id}: SLURM and local results differ"
 
 
@@ -156,3 +156,34 @@ def test_a_job_that_raises_is_reported_with_its_error_line(tmp_path, monkeypatch
     assert main(["status", "bad.yaml", *bench(tmp_path, "slurm")[:2]]) == 0
     assert "does not decode" in capsys.readouterr().out
     assert json.loads((run.path / "status.json").read_text())["error"] == status["error"]
+
+
+STAGES = """name: stages
+profile: smoke
+eval: {protocols: [is]}
+variants:
+  - {name: tok, overrides: {system: clipgen, clipgen.stage: vqgan, clipgen.betas_vqgan: BETAS}}
+  - {name: gen, after: tok, overrides: {system: clipgen, clipgen.stage: prior}}
+"""
+STAGE_SETS = ["train.steps=4", "train.ckpt_every=2", "data.num_train=32", "data.num_test=24", "eval.num_samples=20"]
+
+
+def test_a_dependent_stage_is_queued_behind_its_first_stage(tmp_path, monkeypatch):
+    """CLIP-GEN's prior waits in the queue (afterok) for its VQGAN job; when that job fails, SLURM cancels it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ok.yaml").write_text(STAGES.replace("BETAS", "[0.5, 0.9]"))
+    assert main(["run", "ok.yaml", *bench(tmp_path, "slurm")] + sets(STAGE_SETS)) == 0
+    runs = {r.status()["variant"]: r for r in runs_of(tmp_path, "slurm", "stages").values()}
+    tok, gen = runs["tok"].status(), runs["gen"].status()
+    assert tok["state"] == gen["state"] == "finished" and gen["started_from"]["run"] == runs["tok"].path.name
+    assert gen["job_id"] != tok["job_id"]
+
+    (tmp_path / "bad.yaml").write_text(STAGES.replace("name: stages", "name: stages_bad").replace("BETAS",
+                                                                                                  "[2.0, 0.9]"))
+    assert main(["run", "bad.yaml", *bench(tmp_path, "slurm")] + sets(STAGE_SETS)) == 1
+    runs = {r.status()["variant"]: r for r in runs_of(tmp_path, "slurm", "stages_bad").values()}
+    assert "Invalid beta parameter" in runs["tok"].status()["error"]
+    gen = runs["gen"].status()
+    assert gen["state"] == "failed" and gen["error"].startswith(f"not started: it starts from run "
+                                                                f"{runs['tok'].path.name}")
+    wait_for(lambda: sacct_state(gen["job_id"]) == "CANCELLED", "sacct to show the dependent job cancelled", 60)

@@ -3,7 +3,8 @@ atomically; read back with clear errors for missing, corrupt or mismatching file
 training step reseeds from (seed, rank, step).
 
 A CLIP-GEN checkpoint (`system: clipgen`) holds its ClipGenConfig, the CLIP config (and the seed of a random-init
-CLIP, which is not saved), the training stage and the nets vqgan, disc and prior. No `system` key means GALIP."""
+CLIP, which is not saved), the training stage and its nets: vqgan and disc (stage 1), vqgan and prior (stage 2).
+No `system` key means GALIP."""
 import dataclasses
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from models.galip import NETS, CheckpointMismatch, ClipWeightsMismatch, check_st
 FORMAT = "galip-bench"
 FORMAT_VERSION = 1
 CLIPGEN_NETS = ("vqgan", "disc", "prior")  # models.clipgen.NETS, without importing the CLIP-GEN modules here
+# what each stage's checkpoints hold: what it trains or needs (an untrained prior would be 1.3 GB at full size)
+CLIPGEN_STAGE_NETS = {"vqgan": ("vqgan", "disc"), "prior": ("vqgan", "prior")}
 
 
 def make_checkpoint(galip, step: int = 0, optimizers: dict = None, scaler=None, extra: dict = None,
@@ -51,7 +54,7 @@ def make_clipgen_checkpoint(model, clip_config, stage: str, step: int = 0, optim
         "clip_config": dataclasses.asdict(clip_config),
         "clip_seed": int(clip_seed),
         "stage": stage,
-        "nets": {name: getattr(model, name).state_dict() for name in CLIPGEN_NETS},
+        "nets": {name: getattr(model, name).state_dict() for name in CLIPGEN_STAGE_NETS[stage]},
         "optimizers": {k: opt.state_dict() for k, opt in (optimizers or {}).items()},
         "step": int(step),
         "extra": extra or {},
@@ -111,7 +114,7 @@ def load_nets(model, ckpt: dict, source: str = "checkpoint", nets=None) -> None:
     model_system = "clipgen" if isinstance(model.cfg, ClipGenConfig) else "galip"
     if system != model_system:
         raise UserError(f"{source} is a {system} checkpoint; it does not load into a {model_system} model")
-    names = nets or (CLIPGEN_NETS if system == "clipgen" else NETS)
+    names = nets or (tuple(n for n in CLIPGEN_NETS if n in ckpt["nets"]) if system == "clipgen" else NETS)
     try:
         for name in names:
             check_state_dict(getattr(model, name), ckpt["nets"][name], name)

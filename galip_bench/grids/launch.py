@@ -253,6 +253,7 @@ def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str) -> list:
     failed = []
     pending = dict(zip([r.run_id for r in runs], jobs))
     names = {r.run_id: r.name for r in runs}
+    after_of = {r.run_id: r.config.after for r in runs}
     forwarded = False
     while pending:
         if stop.signal and executor_kind == "slurm":
@@ -274,7 +275,11 @@ def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str) -> list:
             status = run_dir.status()
             if status.get("state") != "finished":  # raised, cancelled, or stopped by a signal after a checkpoint
                 failed.append(rid)
-                if status.get("state") != "failed":
+                after = after_of.get(rid)
+                if status.get("state") != "failed" and after and not RunDir(root / after).finished:
+                    run_dir.set_status("failed", error=f"not started: it starts from run {after}, which did not "
+                                                       f"finish (SLURM cancelled job {job.job_id})")
+                elif status.get("state") != "failed":
                     run_dir.set_status("failed", error=_job_error(job))
                 elif str(status.get("error", "")).startswith("interrupted by") and not stop.signal:
                     stop.signal = status["error"].split()[2]  # an in-process (debug) run took the signal itself

@@ -100,7 +100,7 @@ def _resume(run, run_dir: RunDir) -> tuple:
 
 
 def _start_from_stage_one(cfg, run_dir: RunDir, model) -> dict:
-    """Load the VQGAN and discriminator of the finished stage-1 run `cfg.after` (its newest checkpoint)."""
+    """Load the VQGAN of the finished stage-1 run `cfg.after` (its newest checkpoint)."""
     stage_one = RunDir(run_dir.path.parent / cfg.after)
     if not stage_one.finished:
         raise UserError(f"the CLIP-GEN prior stage starts from VQGAN run {cfg.after} ({stage_one.path}), which has "
@@ -112,7 +112,7 @@ def _start_from_stage_one(cfg, run_dir: RunDir, model) -> dict:
     if json.dumps(ckpt["model_config"]["vqgan"]) != json.dumps(asdict(cfg.clipgen.model.vqgan)):
         raise UserError(f"{path}: its clipgen.model.vqgan differs from this run's; the prior needs the VQGAN it "
                         "was configured with")
-    load_nets(model, ckpt, str(path), nets=("vqgan", "disc"))
+    load_nets(model, ckpt, str(path), nets=("vqgan",))
     return {"run": cfg.after, "checkpoint": path.name, "step": ckpt["step"]}
 
 
