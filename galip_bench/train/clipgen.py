@@ -1,14 +1,12 @@
 """Training one CLIP-GEN run (`system: clipgen`), one stage per run, with `train_run`'s contract: resume from the
-newest valid checkpoint, hooks in the order log, samples, evaluation, checkpoint, `stop_at` as a kill, SIGTERM/SIGINT
-at a step boundary after a checkpoint. Every step reseeds from (seed, step) after its batch is read, so a resumed
-run replays the Gumbel noise, dropout and codebook re-seeding of an uninterrupted one.
+newest valid checkpoint, then the shared step loop (`train.hooks`: log, samples, evaluation, checkpoint; `stop_at`
+as a kill, SIGTERM/SIGINT at a step boundary after a checkpoint). Every step reseeds from (seed, step) after its
+batch is read, so a resumed run replays the Gumbel noise, dropout and codebook re-seeding of an uninterrupted one.
 
 Stage "vqgan" trains the VQGAN and its PatchGAN on images. Stage "prior" starts from the newest checkpoint of the
 finished stage-1 run named by `after` (a sibling run folder), freezes the VQGAN and trains the prior on the images'
 VQGAN tokens and CLIP image embeddings. Neither stage reads a caption. One process only, fp32."""
 import json
-import time
-from contextlib import closing
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -24,10 +22,10 @@ from galip_bench.errors import UserError
 from galip_bench.metrics.weights import resolve_weights
 from galip_bench.progress import progress_options
 from galip_bench.runs.rundir import RunDir
-from galip_bench.signals import Interrupt
 from galip_bench.train import distributed
 from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
+from galip_bench.train.hooks import Hooks, step_loop
 from galip_bench.train.loader import StepLoader
 from galip_bench.train.perceptual import build_lpips
 from galip_bench.train.resume import latest_valid_checkpoint, loader_workers
@@ -180,45 +178,15 @@ def train_clipgen_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool 
         sheet = SampleSheet(cfg, model, run.device) if prior else ReconstructionSheet(cfg, model.vqgan, run.device)
     bar = tqdm(total=steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not progress,
                dynamic_ncols=True, **progress_options())
-    shown = ("ce", "emb_rec") if prior else ("rec", "d_loss")
-    t0 = time.time()
 
-    def due(every: int) -> bool:
-        return step == steps or bool(every and step % every == 0)
-
-    def checkpoint():
-        save_clipgen_checkpoint(run_dir.checkpoint_path(step), model, clip_config=cfg.model.clip, stage=run.stage,
-                                step=step, optimizers=run.opts, clip_seed=run.seed,
+    def checkpoint(at: int):
+        save_clipgen_checkpoint(run_dir.checkpoint_path(at), model, clip_config=cfg.model.clip, stage=run.stage,
+                                step=at, optimizers=run.opts, clip_seed=run.seed,
                                 extra={"variant": cfg.variant, "world_size": 1, "started_from": started_from})
         run_dir.prune(tc.keep_ckpts)
 
+    hooks = Hooks(one_step=lambda at, batch: _one_step(cfg, run, at, batch), checkpoint=checkpoint, model=model,
+                  evaluate=evaluate, evaluates=evaluate is not None, sheet=sheet,
+                  shown=("ce", "emb_rec") if prior else ("rec", "d_loss"))
     stream = StepLoader(run.batches, step, steps, num_workers=run.workers, device=run.device)
-    loader = iter(stream)
-    with Interrupt() as stop, closing(stream):
-        while step < steps:
-            losses = _one_step(cfg, run, step, next(loader))
-            step += 1
-            bar.update(1)
-            if due(tc.log_every):
-                losses = {k: float(v) for k, v in losses.items()}
-                bar.set_postfix({k: f"{losses[k]:.3f}" for k in shown}, refresh=False)
-                run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
-                run_dir.set_status("running", step=step, steps=steps)
-            if sheet is not None and due(tc.sample_every):
-                sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
-            if evaluate is not None and due(tc.eval_every):
-                for record in evaluate(model, step, final=step == steps):
-                    run_dir.append(run_dir.metrics, record)
-            if due(tc.ckpt_every):
-                checkpoint()
-            if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
-                bar.close()
-                return {"step": step, "interrupted": True, "losses": {k: float(v) for k, v in losses.items()}}
-            if stop.signal:
-                checkpoint()
-                bar.close()
-                run_dir.set_status("failed", step=step, error=f"interrupted by {stop.signal} at step {step}; resumable")
-                return {"step": step, "interrupted": True, "losses": {k: float(v) for k, v in losses.items()}}
-    bar.close()
-    run_dir.set_status("finished", step=step, error=None, wall_s=time.time() - t0)
-    return {"step": step, "interrupted": False}
+    return step_loop(run_dir, tc, stream, step, steps, hooks, bar, stop_at)

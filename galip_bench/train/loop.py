@@ -2,8 +2,6 @@
 the step loop with its hooks (log, samples, evaluation, checkpoint). Checkpoints are atomic (keep the last K);
 resume restores nets, optimisers, scaler and step, and the data position and every random draw follow from
 (seed, rank, step) (`train.batches`), so a checkpoint needs no RNG state."""
-import time
-from contextlib import closing
 from types import SimpleNamespace
 
 import torch
@@ -15,11 +13,11 @@ from galip_bench.data import build_dataset, dataset_id
 from galip_bench.devices import resolve_device
 from galip_bench.progress import progress_options
 from galip_bench.runs.rundir import RunDir
-from galip_bench.signals import Interrupt
 from galip_bench.train import distributed
 from galip_bench.train.amp import AMP
 from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
+from galip_bench.train.hooks import Hooks, step_loop
 from galip_bench.train.loader import StepLoader
 from galip_bench.train.resume import latest_valid_checkpoint, loader_workers
 from galip_bench.train.samples import SampleSheet
@@ -120,54 +118,16 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
     sheet = SampleSheet(cfg, run.galip, run.device) if main and tc.sample_every else None
     bar = tqdm(total=steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not (main and progress),
                dynamic_ncols=True, **progress_options())
-    t0 = time.time()
 
-    def due(every: int) -> bool:
-        return step == steps or bool(every and step % every == 0)
-
-    def checkpoint():
+    def checkpoint(at: int):
         if main:
-            save_checkpoint(run_dir.checkpoint_path(step), run.galip, step=step, scaler=run.amp, clip_seed=run.seed,
+            save_checkpoint(run_dir.checkpoint_path(at), run.galip, step=at, scaler=run.amp, clip_seed=run.seed,
                             optimizers={"opt_d": run.opt_d, "opt_g": run.opt_g},
                             extra={"variant": cfg.variant, "world_size": run.world_size})
             run_dir.prune(tc.keep_ckpts)
 
-    # Train. The hooks of a step run in this order: log, samples, evaluation, checkpoint. Samples and metrics come
-    # before the checkpoint: a kill in between resumes from an earlier checkpoint, which drops this step's records
-    # and writes them again, never half of them.
+    hooks = Hooks(one_step=lambda at, batch: _one_step(cfg, run, at, batch), checkpoint=checkpoint, model=run.galip,
+                  evaluate=evaluate, evaluates=make_evaluator is not None, sheet=sheet, shown=("errD", "errG"),
+                  main=main)
     stream = StepLoader(run.batches, step, steps, num_workers=run.workers, device=run.device)
-    loader = iter(stream)
-    with Interrupt() as stop, closing(stream):
-        while step < steps:
-            losses = _one_step(cfg, run, step, next(loader))
-            step += 1
-            bar.update(1)
-            if main and due(tc.log_every):
-                losses = {k: float(v) for k, v in losses.items()}
-                bar.set_postfix(errD=f"{losses['errD']:.3f}", errG=f"{losses['errG']:.3f}", refresh=False)
-                run_dir.append(run_dir.train_log, {"step": step, "time": time.time() - t0, **losses})
-                run_dir.set_status("running", step=step, steps=steps)
-            if sheet is not None and due(tc.sample_every):
-                sheet.save(run_dir.samples_dir / f"step_{step:08d}.png")
-            if make_evaluator is not None and due(tc.eval_every):
-                if main:
-                    for record in evaluate(run.galip, step, final=step == steps):
-                        run_dir.append(run_dir.metrics, record)
-                distributed.barrier()
-            if due(tc.ckpt_every):
-                checkpoint()
-            if stop_at is not None and step >= stop_at:  # behaves like a kill: no checkpoint, status left running
-                bar.close()
-                return {"step": step, "interrupted": True, "losses": {k: float(v) for k, v in losses.items()}}
-            if stop.signal:
-                checkpoint()
-                bar.close()
-                if main:
-                    run_dir.set_status("failed", step=step, error=f"interrupted by {stop.signal} at step {step}; "
-                                                                  "resumable")
-                return {"step": step, "interrupted": True, "losses": {k: float(v) for k, v in losses.items()}}
-    bar.close()
-    if main:
-        run_dir.set_status("finished", step=step, error=None, wall_s=time.time() - t0)
-    distributed.barrier()
-    return {"step": step, "interrupted": False}
+    return step_loop(run_dir, tc, stream, step, steps, hooks, bar, stop_at)

@@ -23,6 +23,7 @@ def build_lpips(vgg16_path, device="cpu"):
     own = model.net.state_dict()  # slice<k>.<index in vgg16.features>.<param>
     missing = [k for k in own if k.split(".", 1)[1] not in features]
     if missing:
-        raise UserError(f"{vgg16_path} is not a torchvision VGG16 state_dict (no features.{missing[0].split('.', 1)[1]})")
+        key = missing[0].split(".", 1)[1]
+        raise UserError(f"{vgg16_path} is not a torchvision VGG16 state_dict (no features.{key})")
     model.net.load_state_dict({k: features[k.split(".", 1)[1]] for k in own})
     return model.to(device).eval().requires_grad_(False)
