@@ -159,9 +159,10 @@ class FrozenCLIP(nn.Module):
         return sent, words
 
     # image --------------------------------------------------------------------------------------------------
-    def to_clip_input(self, images: torch.Tensor) -> torch.Tensor:
-        """images in [-1,1] -> normalised CLIP input at the CLIP resolution."""
-        return clip_input(images, self.preprocess, self.image_size)
+    def to_clip_input(self, images: torch.Tensor, preprocess: Optional[str] = None) -> torch.Tensor:
+        """images in [-1,1] -> normalised CLIP input at the CLIP resolution (this CLIP's preprocessing, unless
+        another is named)."""
+        return clip_input(images, preprocess or self.preprocess, self.image_size)
 
     def _tokens_with_pos(self, patches: torch.Tensor) -> torch.Tensor:
         """[B,W,g,g] patch features -> [B,1+g*g,W] with class token and positional embedding, after ln_pre."""
@@ -178,11 +179,13 @@ class FrozenCLIP(nn.Module):
         """[B,1+g*g,W] tokens -> [B,W,g,g] patch maps."""
         return x[:, 1:, :].transpose(1, 2).reshape(x.shape[0], self.width, self.grid, self.grid)
 
-    def encode_image(self, images: torch.Tensor):
-        """images [B,3,H,W] in [-1,1] -> (maps [B,n_taps,W,g,g] after the tapped blocks, embedding [B,E])."""
+    def encode_image(self, images: torch.Tensor, preprocess: Optional[str] = None):
+        """images [B,3,H,W] in [-1,1] -> (maps [B,n_taps,W,g,g] after the tapped blocks, embedding [B,E]).
+        `preprocess` overrides this CLIP's (GALIP's D keeps the official one; embeddings compared with text
+        embeddings take the standard one)."""
         in_dtype = images.dtype
         v = self.model.visual
-        x = v.conv1(self.to_clip_input(images).to(self.dtype))
+        x = v.conv1(self.to_clip_input(images, preprocess).to(self.dtype))
         x = self._tokens_with_pos(x)
         maps = []
         for i, block in enumerate(self._blocks()):

@@ -90,9 +90,10 @@ class GALIP(nn.Module):
         return self.condition(self.clip.encode_text(tokens)[0])
 
     def image_condition(self, images: torch.Tensor) -> torch.Tensor:
-        """The language-free training condition of real images in [-1,1]: their CLIP image embedding, perturbed by
-        Gaussian noise of `condition_noise` times its norm (drawn from the global RNG), then normalised as text."""
-        emb = self.clip.encode_image(images)[1].float()
+        """The language-free training condition of real images in [-1,1]: their CLIP image embedding (CLIP's own
+        preprocessing, the one its joint space with text was trained on, not GALIP's double-mapped input for D),
+        perturbed by Gaussian noise of `condition_noise` times its norm (global RNG), then normalised as text."""
+        emb = self.clip.encode_image(images, preprocess="standard")[1].float()
         if self.cfg.condition_noise:
             eps = torch.randn_like(emb)
             emb = emb + self.cfg.condition_noise * emb.norm(dim=-1, keepdim=True) * eps / eps.norm(dim=-1,

@@ -133,7 +133,53 @@ def test_a_variant_after_another_starts_from_its_run_of_the_same_seed(tmp_path):
     ("name: x\nvariants: [{name: a, overrides: {system: clipgen, clipgen.stage: prior}}]\n",
      "clipgen.stage=prior starts from a stage-1"),
     ("name: x\nvariants: [{name: a, overrides: {system: dalle}}]\n", "system must be one of"),
+    ("name: x\nvariants: [{name: a, overrides: {system: clipgen, train.precision: fp16}}]\n",
+     "CLIP-GEN runs train in fp32 for now"),
+    ("name: x\nvariants: [{name: a, overrides: {system: clipgen, data.size: 512}}]\n",
+     "data.size=512: the VQGAN takes 256 px images"),
 ])
 def test_bad_dependencies_and_systems_name_the_problem(tmp_path, text, message):
     with pytest.raises(UserError, match=message):
         load_grid(write(tmp_path, text))
+
+
+def test_after_follows_the_grid_point_even_when_points_share_a_label(tmp_path):
+    text = STAGED.replace("seeds: [0, 1]\n", "seeds: [0]\ngrid: {data: [{kind: synthetic, seed: 1}, "
+                                                "{kind: synthetic, seed: 2}]}\n")  # both labelled "synthetic"
+    grid = load_grid(write(tmp_path, text))
+    tok = [r for r in grid.runs if r.name.startswith("tok")]
+    gen = [r for r in grid.runs if r.name.startswith("gen")]
+    assert [r.config.data.seed for r in tok] == [r.config.data.seed for r in gen] == [1, 2]
+    assert [r.config.after for r in gen] == [r.run_id for r in tok]
+
+
+def test_clip_gen_stages_keep_their_ids_when_settings_they_do_not_use_change(tmp_path):
+    base = {(r.name, r.seed): r.run_id for r in load_grid(write(tmp_path, STAGED)).runs}
+    for override, changed in (
+            ("model.ngf=32", set()),                          # GALIP's generator width: no stage uses it
+            ("clipgen.model.prior.depth=3", {"gen"}),         # the prior: stage 2 only
+            ("clipgen.lr_vqgan=0.001", {"tok", "gen"}),       # stage 1, hence stage 2's starting point (`after`)
+    ):
+        runs = load_grid(write(tmp_path, STAGED), overrides=[override]).runs
+        assert {r.name for r in runs if r.run_id != base[(r.name, r.seed)]} == changed, override
+
+
+def test_a_run_folder_of_the_previous_id_scheme_is_adopted(tmp_path, monkeypatch, capsys):
+    """Versions 29b718f..ffc5502 hashed settings that today stay out of the id at their neutral value: `run` moves
+    such a folder to today's id, and a finished run stays finished."""
+    from galip_bench.config.site import load_site
+    from galip_bench.grids.grid import legacy_run_id_of
+    from galip_bench.grids.launch import prepare
+    from galip_bench.runs.rundir import RunDir
+    monkeypatch.chdir(tmp_path)
+    grid = load_grid(ABLATIONS / "mate_g.yaml", profile="smoke")
+    assert legacy_run_id_of(grid.runs[0].conf) == "75b19b38fe"  # what ffc5502 printed for this run
+    site = load_site(None, "smoke", "local")
+    old = RunDir(tmp_path / site.paths.runs / "mate_g" / "75b19b38fe")
+    old.path.mkdir(parents=True)
+    old.set_status("finished", step=120)
+    todo, done = prepare(grid, site)
+    assert [r.run_id for r in done] == [grid.runs[0].run_id] and len(todo) == 3
+    assert not old.path.exists() and RunDir(tmp_path / site.paths.runs / "mate_g" / grid.runs[0].run_id).finished
+    assert "earlier version's id" in capsys.readouterr().err
+    assert legacy_run_id_of(load_grid(ABLATIONS / "clip_gen.yaml", profile="smoke").runs[2].conf) is None

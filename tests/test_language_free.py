@@ -63,7 +63,7 @@ def test_training_reads_no_caption_and_conditions_on_image_embeddings(tmp_path, 
 
     def spy(galip, opt_d, opt_g, images, tokens, noise, **kw):
         with torch.no_grad():
-            emb = galip.clip.encode_image(images)[1].float()
+            emb = galip.clip.encode_image(images, preprocess="standard")[1].float()
         seen.append((tokens, kw["sent"].clone(), emb))
         return real_step(galip, opt_d, opt_g, images, tokens, noise, **kw)
     monkeypatch.setattr(loop, "train_step", spy)
@@ -85,7 +85,7 @@ def test_condition_noise_has_the_stated_relative_norm_and_follows_the_seed():
     galip = tiny_galip(seed=1, condition="clip_image", condition_noise=0.25)
     images = torch.rand(6, 3, SIZE, SIZE) * 2 - 1
     with torch.no_grad():
-        emb = galip.clip.encode_image(images)[1]
+        emb = galip.clip.encode_image(images, preprocess="standard")[1]
         torch.manual_seed(7)
         noisy = galip.image_condition(images)
         torch.manual_seed(7)
@@ -93,6 +93,9 @@ def test_condition_noise_has_the_stated_relative_norm_and_follows_the_seed():
     relative = (noisy - emb).norm(dim=-1) / emb.norm(dim=-1)
     assert torch.allclose(relative, torch.full((6,), 0.25), atol=1e-5)
     assert torch.equal(noisy, again)
+    with torch.no_grad():  # CLIP's own input path, not the double-mapped one GALIP's D keeps
+        official = galip.clip.encode_image(images, preprocess="official")[1]
+    assert not torch.allclose((official - emb).norm(dim=-1) / emb.norm(dim=-1), relative, atol=1e-3)
 
 
 def test_evaluation_and_sampling_use_the_text_embedding_normalised_as_in_training():

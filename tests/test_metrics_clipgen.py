@@ -106,9 +106,9 @@ def test_too_few_samples_for_the_is_splits_stop_before_generation():
     check_sample_count(get_protocol("is", options={"isc_splits": 3}), 3)
 
 
-@pytest.mark.parametrize("sigma", [1, 2])
+@pytest.mark.parametrize("sigma", [1, 2, 0.7, 1.3])
 def test_blur_is_scipys_gaussian_filter_mirror_truncated_at_3_sigma(sigma):
-    g = torch.Generator().manual_seed(sigma)
+    g = torch.Generator().manual_seed(int(sigma * 10))
     images = torch.rand(2, 3, 21, 30, generator=g) * 2.4 - 1.2  # some values outside [-1, 1]: clamped first
     expected = scipy.ndimage.gaussian_filter(images.clamp(-1, 1).double().numpy(), sigma=(0, 0, sigma, sigma),
                                              mode="mirror", truncate=3.0)
@@ -117,6 +117,20 @@ def test_blur_is_scipys_gaussian_filter_mirror_truncated_at_3_sigma(sigma):
     assert torch.equal(blur(images, 0), images)
     with pytest.raises(TypeError):
         blur(to_uint8(images), sigma)
+
+
+def test_blur_radius_is_relative_to_the_image_side():
+    """GALIP's 224 px samples and its 256 px reference canvas get the same blur relative to their content: blurring
+    then halving the size is close to halving then blurring with the scaled sigma, and far from an unscaled one."""
+    from galip_bench.metrics.blur import Blurred
+    low = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    big = torch.nn.functional.interpolate(low, size=(256, 256), mode="bilinear", align_corners=False)
+    half = lambda x: torch.nn.functional.interpolate(x, size=(128, 128), mode="area")  # noqa: E731
+    blurred = Blurred(lambda x: x, 2)
+    first = half(blurred(big))
+    scaled_after = blurred(half(big))
+    unscaled_after = blur(half(big), 2)
+    assert (first - scaled_after).abs().mean() < 0.25 * (first - unscaled_after).abs().mean()
 
 
 def _reference_features(images, sigma, net):
@@ -141,9 +155,10 @@ def test_fid_blur_matches_scipy_blur_then_torch_fidelity_features(extractor, tf_
     give a full-rank 2-d covariance)."""
     gen, real = _smooth_images(5, 3, 0.0), _smooth_images(6, 3, 0.3)
     proto = get_protocol(f"fid_blur{k}")
-    assert proto.option("blur_sigma") == k and f"sigma={k} px, kernel {2 * 3 * k + 1}" in proto.resize
+    assert proto.option("blur_sigma") == k and f"sigma={k} px at 256 px" in proto.resize
+    assert f"kernel {2 * 3 * k + 1} at 256 px" in proto.resize
     ours = extractor(proto)(torch.cat([gen, real])).numpy()
-    ref = _reference_features(torch.cat([gen, real]), k, tf_net)
+    ref = _reference_features(torch.cat([gen, real]), k * 64 / 256, tf_net)  # 64 px images: sigma scaled
     err = np.abs(ours - ref).max() / np.abs(ref).max()
     print(f"fid_blur{k} features: max error {err:.2e} of the largest feature")
     assert err < 1e-4

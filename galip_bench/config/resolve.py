@@ -84,7 +84,15 @@ def resolve_system(cfg: RunConfig) -> int:
     for name in ("lr_vqgan", "lr_prior"):
         if getattr(cg, name) <= 0:
             raise UserError(f"clipgen.{name} must be positive, got {getattr(cg, name)}")
-    return cg.model.vqgan.img_size
+    size = cg.model.vqgan.img_size
+    if cfg.train.precision != "fp32":
+        raise UserError(f"CLIP-GEN runs train in fp32 for now (train.precision={cfg.train.precision})")
+    if cfg.train.grad_accum != 1:
+        raise UserError(f"CLIP-GEN runs take no gradient accumulation for now (train.grad_accum={cfg.train.grad_accum})")
+    if cfg.data.size is not None and cfg.data.size != size:
+        raise UserError(f"data.size={cfg.data.size}: the VQGAN takes {size} px images (clipgen.model.vqgan.img_size); "
+                        f"set data.size={size} or leave it unset")
+    return size
 
 
 def resolve_data_size(data, img_size: int, section: str = "data", canvas: bool = True):

@@ -78,11 +78,11 @@ def require_root(cfg: DataConfig) -> None:
 
 
 def reference_images(cfg: DataConfig, batch_size: int = 64, limit: Optional[int] = None,
-                     num_workers: int = 0) -> Iterator[torch.Tensor]:
+                     num_workers: int = 0, captions: bool = True) -> Iterator[torch.Tensor]:
     """The FID reference set: the test split's images in [-1,1], resized to int(size*76/64) and centre-cropped
     to size (synthetic: rendered at size), one image per image file, in batches; decoded by `num_workers` loader
     processes (the test transform draws nothing, so the images do not depend on them)."""
-    dataset = build_dataset(cfg, "test", train=False)
+    dataset = build_dataset(cfg, "test", train=False, captions=captions)
     if not isinstance(dataset, IterableDataset):
         count = len(dataset) if limit is None else min(limit, len(dataset))
         subset = torch.utils.data.Subset(dataset, range(count))

@@ -65,17 +65,55 @@ ADDED_LATER = {"data.decode": "pil", "eval.data.decode": "pil", "train.channels_
                "model.condition_noise": 0.0, "after": None}
 
 
+def _clipgen_id_settings(conf) -> None:
+    """Leave out what a CLIP-GEN stage does not use, so that changing it neither retrains the stage nor, through
+    `after`, the stages built on it: GALIP's model fields (the CLIP is used), the other stage's settings, and stage
+    1's evaluation (it has none)."""
+    conf.model = {"clip": conf.model.clip}
+    cg = conf.clipgen
+    if cg.stage == "vqgan":
+        for key in ("lr_prior", "betas_prior", "weight_decay_prior"):
+            cg.pop(key, None)
+        for key in ("prior", "sampling"):
+            cg.model.pop(key, None)
+        conf.pop("eval", None)
+    else:
+        for key in ("lr_vqgan", "betas_vqgan", "perceptual"):
+            cg.pop(key, None)
+
+
 def run_id_of(conf) -> str:
     conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
     if conf.get("system", "galip") == "galip":  # the CLIP-GEN settings do not apply to a GALIP run
         for key in ("system", "clipgen"):
             conf.pop(key, None)
+    else:
+        _clipgen_id_settings(conf)
     always = object()
     leave_out = [(key, always) for key in EXECUTION_ONLY] + list(ADDED_LATER.items())
     for key, neutral in leave_out:
         section, _, name = key.rpartition(".")
         node = OmegaConf.select(conf, section) if section else conf
         if node is not None and name in node and (neutral is always or node[name] == neutral):
+            del node[name]
+    return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# the ids galip-bench 29b718f..ffc5502 gave GALIP runs: every setting but data.num_workers hashed, before the
+# settings of `system`, `after`, `clipgen` and `model.condition*` existed (`launch` adopts such a folder)
+_NEW_SINCE_FFC5502 = ("system", "after", "clipgen", "model.condition", "model.condition_norm", "model.condition_noise")
+
+
+def legacy_run_id_of(conf):
+    """The id an earlier version gave this run, or None where no earlier version could have made it."""
+    conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
+    if any(OmegaConf.select(conf, key) != neutral for key, neutral in ADDED_LATER.items()
+           if key.startswith(("model.condition", "after"))) or conf.get("system", "galip") != "galip":
+        return None
+    for key in _NEW_SINCE_FFC5502 + ("data.num_workers",):
+        section, _, name = key.rpartition(".")
+        node = OmegaConf.select(conf, section) if section else conf
+        if node is not None and name in node:
             del node[name]
     return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -132,15 +170,15 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
         raise UserError(f"{path}: `seeds` must be a non-empty list of integers")
     cli = dotlist(overrides)
     runs, seen, ids = [], {}, {}
-    for (vname, vover, after), point in itertools.product(_variants(raw, path), _grid_points(raw, path)):
-        point_label = [f"{k}={_label(v)}" for k, v in point.items()]
-        run_name = ",".join([vname] + point_label)
+    for (vname, vover, after), (index, point) in itertools.product(_variants(raw, path),
+                                                                   enumerate(_grid_points(raw, path))):
+        run_name = ",".join([vname] + [f"{k}={_label(v)}" for k, v in point.items()])
         for seed in seeds:
             source = f"{path}: variant '{run_name}'"
             layers = [base, vover, nest(point), PROFILES[profile] if profile else None]
             conf = merge_onto(RunConfig, *layers, source=source)
             # a dependent run starts from its `after` variant's run of the same grid point and seed
-            start = {"after": ids[(after, tuple(point_label), int(seed))]} if after else {}
+            start = {"after": ids[(after, index, int(seed))]} if after else {}
             conf = merge_onto(RunConfig, conf, cli, {"grid": name, "variant": run_name, "seed": int(seed), **start},
                               source=f"{source} (command-line overrides)")
             config = to_object(conf, source)
@@ -154,7 +192,7 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
             if rid in seen:
                 raise UserError(f"{path}: runs '{seen[rid]}' and '{run_name}' (seed {seed}) resolve to the same config")
             seen[rid] = run_name
-            ids[(vname, tuple(point_label), int(seed))] = rid
+            ids[(vname, index, int(seed))] = rid
             runs.append(Run(rid, run_name, int(seed), config, conf))
     if not runs:
         raise UserError(f"{path}: the grid expands to no runs")

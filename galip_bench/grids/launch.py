@@ -3,6 +3,7 @@ in-process with the debug executor). Finished runs are skipped, unfinished ones 
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from galip_bench.config.io import merge_onto, to_object
 from galip_bench.config.schema import RunConfig, SiteConfig
 from galip_bench.errors import UserError
+from galip_bench.grids.grid import legacy_run_id_of
 from galip_bench.progress import progress_options
 from galip_bench.runs import results
 from galip_bench.runs.rundir import RunDir
@@ -73,6 +75,7 @@ def evaluator_factory(cfg, site, allow_download: bool = False, progress: bool = 
 def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool = False) -> dict:
     """Train one run of a grid in this process (no executor), in the same run folder `launch` uses."""
     from galip_bench.train.loop import train_run
+    adopt_legacy_folder(Path(site.paths.runs) / grid_name, run)
     run_dir = RunDir(Path(site.paths.runs) / grid_name / run.run_id)
     run_dir.write_config(run.conf)
     out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download), cache_dir=site.paths.cache,
@@ -114,11 +117,24 @@ def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
     return executor
 
 
+def adopt_legacy_folder(root: Path, run) -> None:
+    """A folder an earlier galip-bench made for this run under its id of then moves to the run's id, so the run
+    resumes (or stays finished) instead of starting over."""
+    legacy = legacy_run_id_of(run.conf)
+    if legacy is None or legacy == run.run_id:
+        return
+    old, new = root / legacy, root / run.run_id
+    if old.is_dir() and not new.exists():
+        os.replace(old, new)
+        print(f"note: {old} (this run's folder under an earlier version's id) is now {new}", file=sys.stderr)
+
+
 def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
     """(runs to launch, runs skipped as finished). Writes each run's resolved config."""
     root = Path(site.paths.runs) / grid.name
     todo, done = [], []
     for run in grid.runs:
+        adopt_legacy_folder(root, run)
         run_dir = RunDir(root / run.run_id)
         if force and run_dir.path.exists():
             shutil.rmtree(run_dir.path)
@@ -127,7 +143,7 @@ def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
             continue
         run_dir.write_config(run.conf)
         run_dir.set_status("pending", variant=run.name, seed=run.seed, steps=run.config.train.steps,
-                           epochs=run.config.train.epochs, executor=site.executor)
+                           epochs=run.config.train.epochs, executor=site.executor, job_id=None)
         todo.append(run)
     return todo, done
 
@@ -172,7 +188,7 @@ def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = F
         bar.close()
         if stop.signal:
             summary["interrupted"] = stop.signal
-            _mark_unstarted(todo, root, stop.signal)
+            _mark_unstarted(todo, root, stop.signal, slurm)
     results.write_index(root)
     return summary
 
@@ -241,10 +257,13 @@ def interrupted_lines(grid, site: SiteConfig, summary: dict) -> list:
     return lines
 
 
-def _mark_unstarted(todo, root: Path, signal_name: str) -> None:
+def _mark_unstarted(todo, root: Path, signal_name: str, slurm: bool = False) -> None:
+    """Runs never submitted are marked failed-not-started; on SLURM a submitted one waits in the queue (a dependent
+    stage, or an array task) and stays pending: `status` follows it."""
     for run in todo:
         run_dir = RunDir(root / run.run_id)
-        if run_dir.status().get("state") == "pending":
+        status = run_dir.status()
+        if status.get("state") == "pending" and not (slurm and status.get("job_id")):
             run_dir.set_status("failed", error=f"not started: `run` was interrupted by {signal_name}; the next "
                                                "`run` starts it")
 

@@ -1,21 +1,29 @@
 """The Gaussian blur of DALL-E's and CLIP-GEN's FID-k: both image sets blurred with a Gaussian "of radius k" before
-the Inception features. The original code is not public; we read radius k as sigma = k pixels at the evaluated
-resolution, truncated at 3 sigma (kernel 2*ceil(3*sigma)+1), reflect padding (scipy's ``mode='mirror'``)."""
+the Inception features. The original code is not public; we read radius k as sigma = k pixels at the 256 px those
+papers evaluate at, scaled with the image side elsewhere (sigma * side / 256), so that the generated set and the
+reference set, which may come at different sizes (GALIP: 224 px samples, a 256 px canvas), get the same blur
+relative to their content. Truncated at 3 sigma as scipy's `truncate=3` (radius int(3 sigma + 0.5)), reflect padding
+(scipy's ``mode='mirror'``)."""
 from __future__ import annotations
-
-import math
 
 import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 
+SCALE = 256  # the side "radius k" refers to
+
+
 def kernel_size(sigma: float) -> int:
-    return 2 * math.ceil(3 * sigma) + 1
+    return 2 * int(3 * sigma + 0.5) + 1
+
+
+def scaled(sigma: float, side: int) -> float:
+    return sigma * side / SCALE
 
 
 def describe(sigma: float) -> str:
-    return (f"Gaussian blur sigma={sigma:g} px, kernel {kernel_size(sigma)}, reflect padding (torchvision), "
-            "on the clamped [-1, 1] image at the evaluated resolution")
+    return (f"Gaussian blur sigma={sigma:g} px at {SCALE} px (sigma*side/{SCALE} at other sizes; kernel "
+            f"{kernel_size(sigma)} at {SCALE} px), reflect padding (torchvision), on the clamped [-1, 1] image")
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -36,4 +44,4 @@ class Blurred:
         self.weights_path = getattr(extractor, "weights_path", None)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.extractor(blur(images, self.sigma))
+        return self.extractor(blur(images, scaled(self.sigma, images.shape[-1])))

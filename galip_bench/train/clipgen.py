@@ -34,16 +34,9 @@ from models.clipgen import ClipGen, prior_loss, vqgan_d_loss, vqgan_g_loss
 
 
 def _check_supported(cfg) -> None:
+    """What `config.resolve` cannot see: the process count (the config checks are there)."""
     if distributed.world()[2] > 1:
         raise UserError("CLIP-GEN runs train on one process for now")
-    tc, img_size = cfg.train, cfg.clipgen.model.vqgan.img_size
-    if tc.precision != "fp32":
-        raise UserError(f"CLIP-GEN runs train in fp32 for now (train.precision={tc.precision})")
-    if tc.grad_accum != 1:
-        raise UserError(f"CLIP-GEN runs take no gradient accumulation for now (train.grad_accum={tc.grad_accum})")
-    if cfg.data.size != img_size:
-        raise UserError(f"data.size={cfg.data.size}: the VQGAN takes {img_size} px images "
-                        f"(clipgen.model.vqgan.img_size); set data.size={img_size}")
 
 
 def _initialize(cfg, weights_dir) -> SimpleNamespace:
@@ -141,7 +134,7 @@ def _prior_step(cfg, run, step: int, images: torch.Tensor) -> dict:
     with torch.no_grad():
         tokens = m.vqgan.encode(images)[0]
         emb = m.image_condition(images)
-    terms = prior_loss(m.prior, m.vqgan, tokens, emb, cfg.clipgen.model.prior, encode_image=m.clip.encode_image)
+    terms = prior_loss(m.prior, m.vqgan, tokens, emb, cfg.clipgen.model.prior, encode_image=m.image_condition)
     _update(run.opts["opt_prior"], terms["loss"])
     return terms
 

@@ -4,7 +4,7 @@ import torch
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
-from galip_bench.data import build_dataset, tokenize
+from galip_bench.data import build_dataset, reference_images, tokenize
 from galip_bench.files import atomic_write
 
 
@@ -50,9 +50,9 @@ class ReconstructionSheet:
 
     def __init__(self, cfg, vqgan, device):
         self.vqgan = vqgan
-        dataset = build_dataset(cfg.eval.data or cfg.data, "test", train=False, captions=False)
-        n = cfg.train.num_sample_images
-        self.real = torch.stack([dataset[i % len(dataset)]["image"] for i in range(n)]).to(device)
+        n = cfg.train.num_sample_images  # fewer when the test split is smaller
+        first = reference_images(cfg.eval.data or cfg.data, batch_size=n, limit=n, captions=False)
+        self.real = next(iter(first)).to(device)
 
     @torch.no_grad()
     def images(self) -> torch.Tensor:

@@ -57,7 +57,8 @@ class ClipGen(nn.Module):
         return self.clip.encode_text(tokens)[0].float()
 
     def image_condition(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(images)[1].float()
+        """The CLIP image embedding under CLIP's own preprocessing (the joint space with the text embedding)."""
+        return self.clip.encode_image(images, preprocess="standard")[1].float()
 
     @torch.no_grad()
     def generate(self, clip_emb: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
