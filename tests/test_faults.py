@@ -21,7 +21,7 @@ WORKER = Path(__file__).with_name("fault_worker.py")
 FAULT_SEED = os.environ.get("FAULT_SEED")
 # steps; trial -> the checkpoint write of that process it is killed in; kills while training (the per-trial progress
 # bound below guarantees them); then kills of workers started on the finished run, at random times
-QUICK = dict(steps=24, pause_trials={0: 1, 3: 2}, min_kills=6, after_finish=1)
+QUICK = dict(steps=16, pause_trials={0: 1, 2: 2}, min_kills=4, after_finish=1)
 FULL = dict(steps=40, pause_trials={0: 1, 3: 2, 6: 3}, min_kills=10, after_finish=3)
 
 
