@@ -1,14 +1,23 @@
 """FrozenCLIP: the frozen CLIP towers GALIP uses (text encoder, D-side image encoder, G-side mapper).
 
-Built on open_clip's CLIP module (batch-first transformer). Weights keep the dtype they arrive in: OpenAI
-checkpoints are fp16, the golden fixture is fp32, and casting on the way in would lose precision.
+Built on open_clip's CLIP module (batch-first transformer), in one of two precisions (`PRECISIONS`):
+
+- ``fp32``: every tensor fp32, the weights' values kept exactly (what OpenAI's ``clip.load`` gives on a CPU, where
+  it calls ``model.float()``; the golden fixtures are fp32).
+- ``clip.load-fp16``: what OpenAI's ``clip.load(device="cuda")`` gives, and so what the official GALIP code trains
+  and evaluates with on a GPU: ``build_model`` runs ``convert_weights`` (Conv/Linear weights and biases, the
+  attention in_proj/q/k/v weights, in_proj_bias, bias_k/bias_v, and the ``text_projection`` / ``proj`` matrices to
+  fp16) before ``load_state_dict``, so the LayerNorms and the embeddings (token, positional, class) stay fp32, and
+  its LayerNorm subclass normalises in fp32 and casts back to the input dtype. Here: open_clip's CLIP built with
+  ``cast_dtype=float16`` (its ``LayerNormFp32``) and open_clip's ``convert_weights_to_lp``, the same steps as
+  open_clip's own ``build_model_from_openai_state_dict``.
 """
 from typing import Optional, Sequence
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp
 from torch import nn
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -69,13 +78,30 @@ def _openai_architecture(sd: dict) -> dict:
     }
 
 
-def _build_open_clip(arch: dict, quick_gelu: bool = True) -> CLIP:
-    return CLIP(
+PRECISIONS = ("fp32", "clip.load-fp16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"CLIP precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def _build_open_clip(arch: dict, quick_gelu: bool = True, precision: str = "fp32") -> CLIP:
+    """A random-init open_clip CLIP of `arch` in `precision` (see the module docstring). With clip.load-fp16 this is
+    OpenAI's build_model before its load_state_dict: fp32 LayerNorms that compute in fp32 (open_clip's
+    LayerNormFp32, chosen by cast_dtype), then convert_weights (open_clip's convert_weights_to_lp)."""
+    low = check_precision(precision) == "clip.load-fp16"
+    model = CLIP(
         arch["embed_dim"],
         vision_cfg=CLIPVisionCfg(**arch["vision_cfg"]),
         text_cfg=CLIPTextCfg(**arch["text_cfg"]),
         quick_gelu=quick_gelu,
+        cast_dtype=torch.float16 if low else None,
     )
+    if low:
+        convert_weights_to_lp(model, torch.float16)
+    return model
 
 
 class FrozenCLIP(nn.Module):
@@ -103,18 +129,23 @@ class FrozenCLIP(nn.Module):
 
     # construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_openai_state_dict(cls, state_dict: dict, preprocess: str = "official", taps=(1, 4, 8)):
-        """From an OpenAI-format CLIP state_dict (any size); keeps the weights' dtype."""
+    def from_openai_state_dict(cls, state_dict: dict, preprocess: str = "official", taps=(1, 4, 8),
+                               precision: str = "fp32"):
+        """From an OpenAI-format CLIP state_dict (any size). precision fp32: every tensor fp32 with the file's
+        values exactly; clip.load-fp16: as OpenAI's clip.load on a GPU (build_model: convert_weights, then
+        load_state_dict, which casts each value to its parameter's dtype)."""
         sd = {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")}
-        model = _build_open_clip(_openai_architecture(sd))
+        model = _build_open_clip(_openai_architecture(sd), precision=precision)
         model.load_state_dict(sd)
-        return cls(model.to(sd["visual.conv1.weight"].dtype), preprocess, taps)
+        return cls(model, preprocess, taps)
 
     @classmethod
     def from_open_clip(cls, name_or_config, pretrained: Optional[str] = None, preprocess: str = "official",
-                       taps=(1, 4, 8), dtype: torch.dtype = torch.float32):
+                       taps=(1, 4, 8), precision: str = "fp32"):
         """From an open_clip model name ("ViT-B-32"), "tiny", or a model-config dict (open_clip JSON layout).
-        `pretrained` is a local file or an open_clip tag (tags may download; callers keep that opt-in)."""
+        `pretrained` is a local file or an open_clip tag (tags may download; callers keep that opt-in).
+        `precision`: fp32 or clip.load-fp16 (the random init, or the loaded weights, then converted as clip.load
+        converts them on a GPU)."""
         if isinstance(name_or_config, str) and name_or_config == "tiny":
             name_or_config = TINY_CLIP_CONFIG
         if isinstance(name_or_config, str) and pretrained is None:
@@ -126,12 +157,13 @@ class FrozenCLIP(nn.Module):
             if pretrained is not None:
                 raise ValueError("pretrained weights need a named open_clip model, not a config dict")
             arch = {k: name_or_config[k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
-            model = _build_open_clip(arch, quick_gelu=name_or_config.get("quick_gelu", True))
+            model = _build_open_clip(arch, quick_gelu=name_or_config.get("quick_gelu", True), precision=precision)
         else:
-            model = open_clip.create_model(name_or_config, pretrained=pretrained, force_quick_gelu=True)
+            model = open_clip.create_model(name_or_config, pretrained=pretrained, force_quick_gelu=True,
+                                           precision="fp16" if check_precision(precision) != "fp32" else "fp32")
         if not isinstance(model, CLIP):
             raise ValueError(f"{name_or_config!r} is not an open_clip CLIP with a ViT image tower")
-        return cls(model.to(dtype), preprocess, taps)
+        return cls(model, preprocess, taps)
 
     def set_taps(self, taps: Sequence[int]) -> None:
         taps = tuple(int(t) for t in taps)
@@ -145,7 +177,17 @@ class FrozenCLIP(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype the towers compute in (as the official encoders' `dtype`: conv1's weight)."""
         return self.model.visual.conv1.weight.dtype
+
+    @property
+    def precision(self) -> str:
+        """fp32, clip.load-fp16 (fp16 weights, fp32 LayerNorms and embeddings), or another dtype's name."""
+        if self.dtype == torch.float32:
+            return "fp32"
+        if self.dtype == torch.float16 and self.model.visual.ln_pre.weight.dtype == torch.float32:
+            return "clip.load-fp16"
+        return str(self.dtype).replace("torch.", "")
 
     # text ---------------------------------------------------------------------------------------------------
     def encode_text(self, tokens: torch.Tensor):

@@ -82,6 +82,48 @@ def test_cub_keys_captions_bbox_crops_and_splits(cub):
     assert legacy_stats_path(cfg).endswith("bird_val256_FIDK0.npz")
 
 
+def test_cub_fractional_box_is_truncated_to_int_before_the_crop_as_the_official_loader(tmp_path):
+    """The official load_bbox reads bounding_boxes.txt with pandas `.astype(int)` (truncation toward zero), then
+    get_imgs crops: r = int(max(w, h) * 0.75), centre int((2x + w) / 2), int((2y + h) / 2), clipped to the image."""
+    root = tmp_path / "birds"
+    name = "003.Blue/Bird_9"
+    path = jpeg(root / "CUB_200_2011" / "images" / f"{name}.jpg", w=80, h=60, seed=7)
+    (root / "text" / "003.Blue").mkdir(parents=True)
+    (root / "text" / f"{name}.txt").write_text("a blue bird\n")
+    (root / "CUB_200_2011" / "images.txt").write_text(f"1 {name}.jpg\n")
+    (root / "CUB_200_2011" / "bounding_boxes.txt").write_text("1 30.9 20.7 16.8 12.6\n")
+    write_pickle(root / "test" / "filenames.pickle", [name])
+    # by hand, from the int box (30, 20, 16, 12): r = int(16 * 0.75) = 12, centre (int(76 / 2), int(52 / 2)) =
+    # (38, 26) -> (26, 14, 50, 38). The float box would give r = 12, centre (39, 27) -> (27, 15, 51, 39).
+    official, from_floats = (26, 14, 50, 38), (27, 15, 51, 39)
+    cfg = DataConfig(kind="cub", root=str(root), size=SIZE)
+    ds = build_dataset(cfg, "test", train=False)
+    assert ds.entries[0].bbox == (30, 20, 16, 12)
+    torch.testing.assert_close(ds[0]["image"], expected(path, official))
+    assert not torch.allclose(ds[0]["image"], expected(path, from_floats), atol=1e-3)  # the truncation matters
+    # the on-device decode (a training-loader path) crops the same box
+    plan = build_dataset(DataConfig(kind="cub", root=str(root), size=SIZE, decode="torchvision"), "test", True)[0]
+    assert plan["plan"]["box"] == official
+
+
+def test_caption_lines_are_read_as_the_official_get_caption(tmp_path):
+    """get_caption: open(path, "r").read().split('\\n') in text mode (universal newlines), every line with
+    len != 0 kept unstripped: spaces stay, a whitespace-only line is a caption, blank lines and the trailing
+    newline are dropped; CRLF and a lone CR end lines."""
+    from galip_bench.data.layouts import read_captions
+    path = tmp_path / "caps.txt"
+    path.write_bytes(b"  a bird with spaces around  \r\n\t\r\n   \r\n\r\nsecond caption\r\nthird\rfourth \n\n")
+    assert read_captions(path) == ["  a bird with spaces around  ", "\t", "   ", "second caption", "third", "fourth "]
+    path.write_bytes(b"   \n \n")  # whitespace only: non-empty lines, as officially
+    assert read_captions(path) == ["   ", " "]
+    for empty in (b"", b"\n\n", b"\r\n\r"):
+        path.write_bytes(empty)
+        with pytest.raises(UserError, match="is empty"):
+            read_captions(path)
+    with pytest.raises(UserError, match="not found"):
+        read_captions(tmp_path / "missing.txt")
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_coco_both_image_layouts(tmp_path, nested):
     root = tmp_path / "coco"

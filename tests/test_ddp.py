@@ -9,7 +9,7 @@ from helpers import tiny_galip
 
 from galip_bench.grids.grid import load_grid
 from galip_bench.runs.rundir import RunDir, read_jsonl
-from galip_bench.train import distributed
+from galip_bench import distributed
 from galip_bench.train.loop import train_run
 from models.losses import hinge, ma_gp
 
@@ -94,3 +94,61 @@ def test_two_process_run_trains_checkpoints_and_resumes(tmp_path):
     mp.spawn(train_worker, args=(2, free_port(), str(grid), str(run_path), None), nprocs=2, join=True)
     assert run_dir.status()["state"] == "finished" and run_dir.status()["world_size"] == 2
     assert [r["step"] for r in read_jsonl(run_dir.train_log)] == [1, 2, 3, 4, 5, 6]
+
+
+def accum_worker(rank, world_size, port, grid_path, run_path, overrides):
+    set_env(rank, world_size, port)
+    run = load_grid(grid_path, overrides=overrides).runs[0]
+    train_run(run.config, RunDir(run_path), progress=False)
+    distributed.shutdown()
+
+
+def _nets(run_path, step):
+    ckpt = torch.load(RunDir(run_path).checkpoint_path(step), weights_only=False)
+    return {f"{net}.{k}": v for net, sd in ckpt["nets"].items() for k, v in sd.items() if v.is_floating_point()}
+
+
+def test_two_processes_equal_one_process_with_two_micro_batches(tmp_path):
+    """The official step of P processes x batch B (gradients all-reduced) is one process's step over P micro-batches
+    of B, each playing one process (its data, noise and mismatched-caption roll): the same parameters after each
+    step, to float rounding. One process on the whole 2B batch (one roll over 2B) is not that step."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID)
+    steps = ["train.steps=2", "train.ckpt_every=1", "train.keep_ckpts=0", "train.log_every=1"]
+    mp.spawn(accum_worker, args=(2, free_port(), str(grid), str(tmp_path / "ddp"), SMALL + steps), nprocs=2,
+             join=True)
+    for name, extra in (("accum", ["train.grad_accum=2"]), ("whole", ["train.batch_size=8"])):
+        run = load_grid(grid, overrides=SMALL + steps + extra).runs[0]
+        train_run(run.config, RunDir(tmp_path / name), progress=False)
+    assert load_grid(grid, overrides=SMALL + ["train.grad_accum=2"]).runs[0].config.train.global_batch == 8
+    for step in (1, 2):
+        ddp, accum, whole = (_nets(tmp_path / n, step) for n in ("ddp", "accum", "whole"))
+        worst = max((ddp[k] - accum[k]).abs().max().item() for k in ddp)
+        assert worst < 1e-6, (step, worst)
+        assert max((ddp[k] - whole[k]).abs().max().item() for k in ddp) > 100 * 1e-6
+    # the logged losses are the global batch's (averaged over processes), whatever the layout
+    logs = [read_jsonl(RunDir(tmp_path / n).train_log) for n in ("ddp", "accum")]
+    assert len(logs[0]) == len(logs[1]) == 2
+    for a, b in zip(*logs):
+        assert abs(a["errD"] - b["errD"]) < 1e-5 and abs(a["errG"] - b["errG"]) < 1e-5
+
+
+def test_local_executor_starts_a_multi_process_run(tmp_path, monkeypatch):
+    """`run --executor local` with train.processes=2 starts both processes (submitit's tasks_per_node) on this
+    machine; they train and evaluate as one run: one record per metric and step, each from both processes."""
+    from galip_bench.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.yaml").write_text("name: lp\nprofile: smoke\nvariants: [{name: a}]\n"
+                                     "eval: {protocols: [fid_galip, clip_score_galip]}\n")
+    argv = ["run", "g.yaml", "--executor", "local", "--set", "train.processes=2", "--set", "train.steps=8",
+            "--set", "train.eval_every=4", "--set", "train.ckpt_every=4", "--set", "train.log_every=2"]
+    assert main(argv) == 0
+    (folder,) = (tmp_path / "runs" / "lp").glob("*/config.yaml")
+    run_dir = RunDir(folder.parent)
+    assert run_dir.status()["state"] == "finished" and run_dir.status()["world_size"] == 2
+    assert run_dir.read_config()["train"]["processes"] == 2
+    records = read_jsonl(run_dir.metrics)
+    assert sorted((r["step"], r["metric"]) for r in records) == [(4, "clip_score_galip"), (4, "fid_galip"),
+                                                                 (8, "clip_score_galip"), (8, "fid_galip")]
+    assert {r["eval_processes"] for r in records} == {2}
+    assert [r["step"] for r in read_jsonl(run_dir.train_log)] == [2, 4, 6, 8]

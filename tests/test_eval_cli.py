@@ -9,9 +9,9 @@ from galip_bench.checkpoints import save_checkpoint
 from galip_bench.cli import main
 from galip_bench.files import file_sha256
 
-SETTINGS = {"protocol", "matches", "plan", "passes", "plan_num_samples", "plan_batch", "seed", "num_samples",
-            "distinct_captions", "captions_sha256", "plan_description", "prepare", "resize", "extractor", "weights",
-            "precision", "reference", "options", "smoke"}
+SETTINGS = {"protocol", "matches", "plan", "passes", "plan_num_samples", "plan_batch", "plan_ranks", "plan_subset",
+            "seed", "num_samples", "distinct_captions", "captions_sha256", "plan_description", "prepare", "resize",
+            "extractor", "weights", "precision", "reference", "options", "smoke"}
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import tiny_galip
 from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
 
 from galip_bench.config.schema import DataConfig, EvalConfig, SiteConfig
 from galip_bench.data.tokens import tokenize
@@ -72,9 +73,16 @@ def test_the_record_says_what_the_generator_consumed(coco, name, plan):
     images = [image_of[c] for c in seen]
     if s["plan"] == "official":
         passes = plan.get("passes", 1)  # COCO's official sample_times is 1
-        assert s["passes"] == passes and len(seen) == 128 * passes
-        for p in range(passes):  # each pass: the first 128 images in split order, one caption each
-            assert images[128 * p: 128 * (p + 1)] == list(range(128))
+        assert s["passes"] == passes and len(seen) == 128 * passes and s["plan_ranks"] == 1
+        # each pass: the images the official test loader yields (test.sh: one process), torch's own sampler as the
+        # reference. This test expected the first 128 images in split order before the official subset was
+        # corrected (issue 19): the official loader shuffles with DistributedSampler(seed=0), epoch never set.
+        loader = DataLoader(range(N_TEST), batch_size=64, drop_last=True,
+                            sampler=DistributedSampler(range(N_TEST), num_replicas=1, rank=0, shuffle=True, seed=0))
+        official = [int(i) for b in loader for i in b]
+        assert len(official) == 128 and official != list(range(128))
+        for p in range(passes):
+            assert images[128 * p: 128 * (p + 1)] == official
     elif s["plan"] == "fixed":
         assert len(seen) == plan["num_samples"] and images == [i % N_TEST for i in range(len(seen))]
     else:

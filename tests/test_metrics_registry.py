@@ -5,6 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 import pytest
+from torch.utils.data import DataLoader, DistributedSampler
 import torch
 
 from galip_bench.errors import UserError
@@ -52,7 +53,11 @@ def test_official_plan_is_the_official_test_loop():
     assert SamplePlan().for_dataset("synthetic").count(130) == 128
     table = [(f"k{i}", [f"img{i} cap{j}" for j in range(5)]) for i in range(130)]
     resolved = SamplePlan(passes=3).resolve(table)
-    assert resolved.n == 3 * 128 and resolved.images == list(range(128)) * 3
+    # test.sh's loader: DistributedSampler(shuffle=True, seed=0) with its epoch never set, drop_last batches of 64,
+    # the same permutation every pass
+    sampler = DistributedSampler(range(130), num_replicas=1, rank=0, shuffle=True, seed=0)
+    official = [int(i) for b in DataLoader(range(130), batch_size=64, drop_last=True, sampler=sampler) for i in b]
+    assert resolved.n == 3 * 128 and resolved.images == official * 3
     assert all(c.startswith(f"img{i} ") for i, c in zip(resolved.images, resolved.captions))
     assert resolved.captions[:128] != resolved.captions[128:256]  # a new random caption per pass
     assert SamplePlan(passes=3).resolve(table).captions == resolved.captions  # seeded

@@ -10,6 +10,7 @@ from torch.utils.data import DistributedSampler
 from torchvision import transforms
 
 from galip_bench.cli import main
+from galip_bench.config.recipe import Placement
 from galip_bench.data import official_stats_path
 from galip_bench.data.images import image_transform
 from galip_bench.evaluation.planning import build_protocols, reference_of
@@ -35,7 +36,8 @@ COMMON = dict(lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), sim_w=4.0, seed=100, preci
 
 @pytest.mark.parametrize("grid_name", sorted(OFFICIAL))
 def test_paper_grid_resolves_to_the_official_procedure(grid_name, tmp_path):
-    off, grid = OFFICIAL[grid_name], load_grid(ABLATIONS / f"{grid_name}.yaml")
+    off = OFFICIAL[grid_name]
+    grid = load_grid(ABLATIONS / f"{grid_name}.yaml", schedule="cfg", placement=Placement("slurm", off["gpus"]))
     (run,) = grid.runs
     cfg, tc = run.config, run.config.train
     # data: the 256 px canvas for the 224 px generator, resize int(256*76/64) = 304, random crop, flip
@@ -46,6 +48,8 @@ def test_paper_grid_resolves_to_the_official_procedure(grid_name, tmp_path):
     assert isinstance(steps[2], transforms.RandomHorizontalFlip)
     # batch and GPUs, optimiser, loss weight, seed, precision and the scaler rule
     assert tc.batch_size == off["batch"] and grid.slurm["gpus_per_node"] == off["gpus"]
+    assert (tc.processes, tc.grad_accum, tc.global_batch) == (off["gpus"], 1, off["gpus"] * off["batch"])
+    assert tc.noise == "official" and tc.tf32 and tc.keep_ckpts == 0  # every test-interval checkpoint kept
     assert (tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2), tc.sim_w) == (COMMON["lr_g"], COMMON["lr_d"], COMMON["betas"],
                                                                   COMMON["sim_w"])
     assert tc.seed + cfg.seed == COMMON["seed"] and tc.precision == COMMON["precision"]
@@ -54,9 +58,10 @@ def test_paper_grid_resolves_to_the_official_procedure(grid_name, tmp_path):
     assert (SCALER_MIN, RESET_SCALE) == (COMMON["scaler_min"], COMMON["reset_scale"])
     assert (cfg.model.z_dim, cfg.model.cond_dim, cfg.model.ngf) == (COMMON["z_dim"], COMMON["cond_dim"], COMMON["ngf"])
     assert cfg.model.clip.preprocess == COMMON["clip_preprocess"]
-    # training length: max_epoch epochs of floor(ceil(N / 8) / 64) steps; checkpoints and tests every interval
-    assert tc.steps is None and tc.epochs == off["max_epoch"]
-    assert total_steps(tc, off["train_images"], off["gpus"]) == off["max_epoch"] * off["steps_per_epoch"]
+    # training length: range(1, max_epoch) epochs of floor(ceil(N / 8) / 64) steps; checkpoints and tests every
+    # interval
+    assert tc.steps is None and tc.epochs == len(range(1, off["max_epoch"]))  # code/src/train.py's epoch loop
+    assert total_steps(tc, off["train_images"], off["gpus"]) == (off["max_epoch"] - 1) * off["steps_per_epoch"]
     assert tc.ckpt_every == off["save_interval"] * off["steps_per_epoch"]
     assert tc.eval_every == off["test_interval"] * off["steps_per_epoch"]
     # evaluation: the official test loop and GALIP's released statistics, required
@@ -114,30 +119,125 @@ def _fake_coco_root(tmp_path, train=82783, test=40504):
 
 def test_dry_run_prints_the_resolved_plan(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # a machine without GPUs, whatever runs the test
+    import shutil
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 9 * 10**11, 100 * 10**9))  # 100 GB free
     root = _fake_coco_root(tmp_path)
     weights = tmp_path / "weights"
     weights.mkdir()
     for name in ("inception_v3_google-0cc3c7bd.pth", "weights-inception-2015-12-05-6726825d.pth", "ViT-B-32.pt"):
         (weights / name).write_bytes(b"x")  # only their presence is checked by a dry run
     (tmp_path / "bench.yaml").write_text("paths: {weights: weights, runs: runs, cache: cache}\n")
-    argv = ["run", str(ABLATIONS / "paper_table1_coco.yaml"), "--dry-run", "--executor", "slurm",
+    argv = ["run", str(ABLATIONS / "paper_table1_coco.yaml"), "--dry-run", "--executor", "slurm", "--schedule", "cfg",
             "--set", f"data.root={root}", "--set", "model.clip.pretrained=random"]
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "coco at " in out and "256 px (resize 304, random crop 256, horizontal flip); 82,783 images" in out
-    assert "3,005 epochs x 161 steps = 483,805 steps" in out and "batch 64 x 8 process(es)" in out
+    assert "3,004 epochs x 161 steps = 483,644 steps" in out
+    assert "batch 64 x 8 process(es) = global batch 512; noise official; TF32 on" in out
     assert "fp16 autocast + GradScaler (growth_interval 2000, reset to 16384 under 64)" in out
+    assert "schedule paper: 1,000 epochs x 161 steps = 161,000 steps" in out and "issues/16" in out
+    assert "budget: 100.0% of the official COCO run's training samples" in out
+    # every test-interval checkpoint kept, and what that costs: 601 checkpoints of netG/D/C + Adam moments in fp32
+    assert "checkpoints: every 805 steps, 601 written, all kept (as the official code): up to 601 x 0.99 GB" in out
+    assert "has 100.0 GB free, less than these checkpoints take" in out
     for proto in ("fid_galip", "clip_score_galip", "fid", "clip_score"):
         line = next(line for line in out.splitlines() if line.strip().startswith(proto + " "))
         assert "N=40,448" in line and "1 pass(es) over 40,448 of 40,504 test images" in line, line
     assert f"GALIP's statistics {root}/npz/coco_val256_FIDK0.npz" in out
     assert "inputs: all found" in out and not (tmp_path / "runs").exists()
-    # the local executor runs one process: the dry run says what that does to the batch and the length
-    assert main([a for a in argv if a not in ("--executor", "slurm")]) == 0
+    assert "no step time measured yet" in out
+    # once a run of the grid has logged steps, each schedule's cost in GPU-hours at that step time
+    run_id = out.splitlines()[1].split()[0]
+    log = tmp_path / "runs" / "paper_table1_coco" / run_id / "train_log.jsonl"
+    log.parent.mkdir(parents=True)
+    (log.parent / "config.yaml").write_text("train: {processes: 8, global_batch: 512}\n")
+    log.write_text("".join(f'{{"step": {k * 50}, "time": {k * 25.0}}}\n' for k in range(1, 5)))  # 0.5 s per step
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "3,005 epochs x 1,293 steps" in out and "global batch is 64, not 512" in out
+    assert f"~ {483644 * 0.5 * 8 / 3600:,.0f} GPU-hours at 0.500 s/step (measured in run {run_id})" in out
+    assert f"~ {161000 * 0.5 * 8 / 3600:,.0f} GPU-hours" in out
+    # the local executor on a machine without 8 GPUs keeps the global batch with micro-batches (and the length)
+    local = [a for a in argv if a not in ("--executor", "slurm")]
+    assert main(local) == 0
+    out = capsys.readouterr().out
+    assert "3,004 epochs x 161 steps = 483,644 steps" in out
+    assert "batch 64 x 1 process(es) x 8 micro-batches = global batch 512" in out
+    # a global batch the hardware does not give is refused in one line, or run and labelled when the user says so
+    assert main(local + ["--set", "train.grad_accum=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "make 64" in err[0] and "--allow-recipe-change" in err[0], err
+    assert main(local + ["--set", "train.epochs=10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.epochs 10 (recipe: 3004)" in err[0], err
+    assert main(local + ["--set", "train.grad_accum=1", "--allow-recipe-change"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe CHANGED (--allow-recipe-change): global batch 64 (recipe: 512)" in out
+    assert "3,004 epochs x 1,293 steps" in out
     # without the statistics the paper grid stops before anything runs, and says which file it wants
     (root / "npz" / "coco_val256_FIDK0.npz").unlink()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "coco_val256_FIDK0.npz" in err[0] and "not found" in err[0]
+
+
+@pytest.mark.parametrize("grid_name", sorted(OFFICIAL))
+@pytest.mark.parametrize("placement, layout", [(Placement("slurm", 8), (8, 1)), (Placement("local", 1, 0), (1, 8)),
+                                               (Placement("local", 1, 4), (4, 2)), (Placement("local", 1, 3), (2, 4))])
+def test_official_length_on_8_processes_or_fewer_with_micro_batches(grid_name, placement, layout):
+    """(max_epoch - 1) x floor(ceil(N / 8) / 64) steps whatever the hardware: 8 processes, or fewer processes whose
+    micro-batches play the missing ones (their data is what those processes would read)."""
+    off = OFFICIAL[grid_name]
+    (run,) = load_grid(ABLATIONS / f"{grid_name}.yaml", schedule="cfg", placement=placement).runs
+    tc = run.config.train
+    assert (tc.processes, tc.grad_accum, tc.global_batch) == (*layout, 512)
+    dataset = list(range(off["train_images"]))
+    per_process = [Batches(dataset, tc.batch_size, 100, rank, tc.processes, tc.grad_accum)
+                   for rank in range(tc.processes)]
+    assert per_process[0].per_epoch == off["steps_per_epoch"]
+    assert total_steps(tc, off["train_images"], tc.processes * tc.grad_accum) == \
+        (off["max_epoch"] - 1) * off["steps_per_epoch"]
+    # the samples of a step, process by process and micro-batch by micro-batch, are the 8 official ranks' batches
+    official = [Batches(dataset, 64, 100, rank, 8) for rank in range(8)]
+    for step in (0, off["steps_per_epoch"] + 3):
+        ours = [i for b in per_process for i in b.indices(step)]
+        assert ours == [i for b in official for i in b.indices(step)]
+
+
+def _step_noise(noise, rank, world, accum):
+    from types import SimpleNamespace
+
+    from galip_bench.train.loop import _step_inputs
+    cfg = SimpleNamespace(train=SimpleNamespace(grad_accum=accum, noise=noise),
+                          model=SimpleNamespace(z_dim=100, condition="text"))
+    batches = Batches(list(range(64)), 4, 100, rank, world, accum)
+    run = SimpleNamespace(seed=100, batches=batches, device=torch.device("cpu"))
+    return _step_inputs(cfg, run, 7, torch.zeros(4 * accum, 3, 8, 8))[0]
+
+
+def test_official_noise_is_the_same_on_every_rank():
+    """train.noise=official: every rank draws rank 0's noise each step, as the official code (all ranks seeded
+    alike, `torch.randn` on the CPU in lockstep); per_rank: each its own; micro-batches play ranks either way."""
+    rank0, rank1 = _step_noise("official", 0, 2, 1), _step_noise("official", 1, 2, 1)
+    assert rank0.shape == (4, 100) and torch.equal(rank0, rank1)
+    per0, per1 = _step_noise("per_rank", 0, 2, 1), _step_noise("per_rank", 1, 2, 1)
+    assert not torch.equal(per0, per1) and not torch.equal(per0, rank0)
+    assert torch.equal(_step_noise("official", 0, 1, 2), torch.cat([rank0, rank0]))
+    assert torch.equal(_step_noise("per_rank", 0, 1, 2), torch.cat([per0, per1]))
+
+
+@pytest.mark.parametrize("grid_name", sorted(OFFICIAL))
+def test_paper_grid_evaluates_the_official_subset(grid_name):
+    """The paper grids' plan keeps, each pass, the first floor(N/64)*64 indices of test.sh's sampler:
+    DistributedSampler(shuffle=True, seed=0) with its epoch never set (torch's sampler is the reference)."""
+    off = OFFICIAL[grid_name]
+    (run,) = load_grid(ABLATIONS / f"{grid_name}.yaml", placement=Placement("slurm", 8)).runs
+    fid = next(p for p in build_protocols(run.config.eval, off["kind"]) if p.name == "fid_galip")
+    table = [(f"k{i}", [f"caption {i}"]) for i in range(off["test_images"])]
+    resolved = fid.plan.resolve(table)
+    sampler = list(DistributedSampler(range(off["test_images"]), num_replicas=1, rank=0, shuffle=True, seed=0))
+    kept = sampler[: off["test_images"] // 64 * 64]
+    assert resolved.n == off["n_eval"] and resolved.images == kept * off["sample_times"]
+    assert sorted(kept) != list(range(len(kept)))  # not the split order

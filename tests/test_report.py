@@ -33,8 +33,13 @@ def settings(proto, num_samples=None, npz=None):
     return p.settings_dict()
 
 
+# the paper grid's recipe as a run's config.yaml records it (resolved: 1 process x 8 micro-batches of 64)
+PAPER_TRAIN = {"batch_size": 64, "global_batch": 512, "processes": 1, "grad_accum": 8, "epochs": 1000, "steps": None,
+               "precision": "fp16", "noise": "official", "tf32": True, "recipe_change": None}
+
+
 def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, error=None, pid=None,
-             num_samples=128, samples=True, speed=None, npz=None, config=None):
+             num_samples=128, samples=True, speed=None, npz=None, config=None, dataset="synthetic:test:abc"):
     """A run folder as the trainer writes it. values: {metric: {step: value}} (metric == protocol name)."""
     d = Path(root) / run_id
     d.mkdir(parents=True)
@@ -52,7 +57,7 @@ def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, e
         for s, v in series.items():
             lines.append({"step": s, "protocol": metric, "metric": metric, "value": v, "num_samples": num_samples,
                           "settings": settings(metric, num_samples, npz),
-                          "dataset": "synthetic:test:abc", "time": 0.0, "eval_s": 0.1})
+                          "dataset": dataset, "time": 0.0, "eval_s": 0.1})
     for metric, v in (speed or {}).items():
         lines.append({"step": None, "protocol": "speed", "metric": metric, "value": v,
                       "settings": settings("speed"), "time": 0.0})
@@ -174,14 +179,17 @@ def test_paper_reference_file_has_the_cited_numbers():
     assert cells[("paper_table1_coco", "clip_score_galip", "released checkpoint")] == 0.3379
     assert cells[("paper_table1_cub", "fid_galip", "paper")] == 10.08
     assert cells[("paper_table2_zeroshot", "zs_fid_coco", "paper")] == 12.54
+    assert cells[("paper_table2_zeroshot", "zs_fid_coco", "released checkpoint")] == 12.54
     galip = [r for r in ref["references"] if r["grid"] != "clip_gen"]
     assert all(r["source"] and r["protocol"] in ("fid_galip", "clip_score_galip", "zs_fid_coco") for r in galip)
-    # every published GALIP number states the official plan it was measured under (COCO 1 pass, CUB 12)
-    plans = {(r["grid"], r["protocol"]): r["settings"] for r in galip}
-    assert all(s["plan"] == "official" and s["plan_batch"] == 64 for s in plans.values())
+    # every published GALIP number states the official test.sh plan it was measured under (COCO 1 pass, CUB 12)
+    plans = {(r["grid"], r["protocol"]): r["plan"] for r in galip}
+    assert all(s["plan"] == "official" and s["plan_batch"] == 64 and s["plan_ranks"] == 1 for s in plans.values())
     assert plans[("paper_table1_cub", "fid_galip")]["passes"] == 12
-    assert plans[("paper_table1_cub", "fid_galip")]["reference"] == "npz:bird_val256_FIDK0.npz"
-    assert plans[("paper_table2_zeroshot", "zs_fid_coco")]["reference"] == "npz:coco_val256_FIDK0.npz"
+    assert plans[("paper_table1_cub", "fid_galip")]["num_samples"] == 34560
+    refs = {(r["grid"], r["protocol"]): r["reference"] for r in galip}
+    assert refs[("paper_table1_cub", "fid_galip")] == "npz:bird_val256_FIDK0.npz"
+    assert refs[("paper_table2_zeroshot", "zs_fid_coco")] == "npz:coco_val256_FIDK0.npz"
     # CLIP-GEN's MS-COCO table (IS, FID-0/1/2, CapS), its own row and the published baselines
     clipgen = {(r["variant"], r["metric"]): r["value"] for r in ref["references"] if r["grid"] == "clip_gen"}
     assert [clipgen[("clip_gen", m)] for m in ("is", "fid", "fid_blur1", "fid_blur2", "caps")] == [
@@ -195,10 +203,11 @@ def test_paper_reference_file_has_the_cited_numbers():
 def test_paper_values_only_where_the_protocol_matches(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "runs" / "paper_table1_coco"
-    make_run(root, "a", "galip", 0, "finished", {"fid_galip": {160000: 6.0}, "clip_score_galip": {160000: 0.33}},
-             steps=160000, npz="coco_val256_FIDK0.npz")
-    make_run(root, "b", "galip", 1, "finished", {"fid_galip": {160000: 6.5}, "clip_score_galip": {160000: 0.34}},
-             steps=160000, npz="coco_val256_FIDK0.npz")
+    paper = {"train": PAPER_TRAIN, "data": {"kind": "coco"}}
+    make_run(root, "a", "galip", 0, "finished", {"fid_galip": {161000: 6.0}, "clip_score_galip": {161000: 0.33}},
+             steps=161000, npz="coco_val256_FIDK0.npz", dataset="coco:test:abc", config=paper)
+    make_run(root, "b", "galip", 1, "finished", {"fid_galip": {161000: 6.5}, "clip_score_galip": {161000: 0.34}},
+             steps=161000, npz="coco_val256_FIDK0.npz", dataset="coco:test:abc", config=paper)
     ref = tables.load_references(Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml")
     t = build_report(root, tmp_path / "out", "paper_table1_coco", references=ref)["table"]
     fid = t[t.metric == "fid_galip"].iloc[0]
@@ -208,15 +217,19 @@ def test_paper_values_only_where_the_protocol_matches(tmp_path, monkeypatch):
     assert cs["diff:paper"] == pytest.approx(0.335 - 0.3338)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "+0.4000" in md and "5.850" in md and "netG_trainable 51,830,211" in md
+    assert "5.010 (length not stated: not checked)" in md  # the released checkpoint's length is unstated
 
     # the same grid measured on a fixed 30,000-sample plan, or against other statistics: the published cells stay
     # empty and the note says why
     root2 = tmp_path / "runs2" / "paper_table1_coco"
-    make_run(root2, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, num_samples=30000)
+    make_run(root2, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, num_samples=30000,
+             dataset="coco:test:abc", config=paper)
     t2 = build_report(root2, tmp_path / "out2", "paper_table1_coco", references=ref)["table"]
-    assert math.isnan(t2.iloc[0]["ref:paper"]) and "not comparable (plan 'fixed' ≠ 'official')" in t2.iloc[0]["notes"]
+    assert math.isnan(t2.iloc[0]["ref:paper"])
+    assert "not comparable (num_samples 30,000 ≠ 40,448)" in t2.iloc[0]["notes"]
     root3 = tmp_path / "runs3" / "paper_table1_coco"
-    make_run(root3, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, npz="my_stats.npz")
+    make_run(root3, "a", "galip", 0, "finished", {"fid_galip": {120: 60.0}}, npz="my_stats.npz",
+             dataset="coco:test:abc", config=paper)
     t3 = build_report(root3, tmp_path / "out3", "paper_table1_coco", references=ref)["table"]
     assert math.isnan(t3.iloc[0]["ref:paper"]) and "reference 'npz:my_stats.npz'" in t3.iloc[0]["notes"]
 

@@ -103,4 +103,9 @@ def test_channels_last_training_is_the_same_step():
     (plain, w_plain), (last, w_last) = results
     for name in plain:
         assert float(last[name]) == pytest.approx(float(plain[name]), rel=1e-5, abs=1e-6), name
-    assert torch.allclose(w_last, w_plain, rtol=0, atol=1e-6)
+    # Adam's first step moves each weight by about +-lr: a gradient at the fp32 noise floor may round to the other
+    # sign in the other layout (the kernels differ), moving that weight by 2 lr; any other difference is rounding
+    diff = (w_last - w_plain).abs()
+    flipped = diff > 1e-6
+    print(f"weights differing: {int(flipped.sum())} of {diff.numel()}, max {diff.max():.2e}")
+    assert flipped.float().mean() <= STEP_FRACTION_TOL and diff.max() <= 2 * LR["netG"] + 1e-6

@@ -85,3 +85,38 @@ def test_training_length_in_epochs_as_the_official_loader_counts_them(tmp_path):
     run_dir = RunDir(tmp_path / "epochs")
     assert train_run(run.config, run_dir, progress=False)["step"] == 24
     assert run_dir.status()["state"] == "finished" and run_dir.status()["steps"] == 24
+
+
+def test_a_checkpoint_resumes_only_the_layout_that_wrote_it(tmp_path):
+    """A folder whose checkpoints were written by another process layout (an 8-task SLURM run of the version
+    before processes were recorded, say) is refused with one line, not continued with other data and noise."""
+    import pytest
+    import torch
+
+    from galip_bench.errors import UserError
+    run = smoke_run(tmp_path)
+    run_dir = RunDir(tmp_path / "run")
+    train_run(run.config, run_dir, progress=False, stop_at=4)
+    ckpt_path = run_dir.checkpoints()[-1]
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    assert (ckpt["extra"]["processes"], ckpt["extra"]["grad_accum"], ckpt["extra"]["global_batch"]) == (1, 1, 4)
+    for key in ("processes", "grad_accum", "global_batch"):
+        del ckpt["extra"][key]
+    torch.save(ckpt, ckpt_path)  # what the previous version wrote: its world size only
+    train_run(run.config, run_dir, progress=False, stop_at=5)  # world size 1: the same layout, it resumes
+    ckpt["extra"]["world_size"] = 8
+    torch.save(ckpt, run_dir.checkpoints()[-1])
+    with pytest.raises(UserError, match=r"written by a run of 8 process\(es\) x 1 micro-batch\(es\); this run is 1 x 1"):
+        train_run(run.config, run_dir, progress=False)
+
+
+def test_epochs_count_micro_batches_as_processes(tmp_path):
+    """train.epochs with micro-batches: floor(ceil(N / (processes x grad_accum)) / batch) steps per epoch, as the
+    official loader of that many processes counts them (20 images, 4 micro-batches of 2: 2 steps, not 10)."""
+    run = smoke_run(tmp_path)
+    overrides = SMALL + ["train.steps=null", "train.epochs=1", "train.batch_size=2", "train.grad_accum=4",
+                         "data.num_train=20", "train.ckpt_every=1", "train.sample_every=0"]
+    run = load_grid(tmp_path / "grid.yaml", overrides=overrides).runs[0]
+    run_dir = RunDir(tmp_path / "run")
+    assert train_run(run.config, run_dir, progress=False)["step"] == 2
+    assert run_dir.status()["steps"] == 2 and [r["step"] for r in read_jsonl(run_dir.train_log)] == [1, 2]

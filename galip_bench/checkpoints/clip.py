@@ -22,15 +22,23 @@ def check_clip_weights(cfg: CLIPConfig):
     return Path(cfg.pretrained)
 
 
-def build_clip(cfg: CLIPConfig, taps=(1, 4, 8), device="cpu", seed: int = 0) -> FrozenCLIP:
+def clip_load_precision(device) -> str:
+    """The precision OpenAI's clip.load gives on `device` (the official GALIP code's CLIP4trn / CLIP4evl):
+    clip.load-fp16 on a GPU (convert_weights: fp16 weights, fp32 LayerNorms and embeddings), fp32 on a CPU
+    (model.float())."""
+    return "clip.load-fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def build_clip(cfg: CLIPConfig, taps=(1, 4, 8), device="cpu", seed: int = 0, precision=None) -> FrozenCLIP:
     """tiny -> the random-init test CLIP (seeded); pretrained='random' -> random-init architecture;
-    pretrained=PATH -> OpenAI-format weights. As the official clip.load, weights stay fp16 on a GPU and are
-    cast to fp32 on the CPU."""
+    pretrained=PATH -> OpenAI-format weights. Matches the official clip.load(device=...): `precision` None follows
+    the device (clip_load_precision); name it ('fp32' | 'clip.load-fp16') to build either form on any device."""
+    precision = precision or clip_load_precision(device)
     if check_clip_weights(cfg) is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            clip = FrozenCLIP.from_open_clip(cfg.model, preprocess=cfg.preprocess, taps=taps)
+            clip = FrozenCLIP.from_open_clip(cfg.model, preprocess=cfg.preprocess, taps=taps, precision=precision)
     else:
-        clip = FrozenCLIP.from_openai_state_dict(read_clip_state_dict(cfg.pretrained), cfg.preprocess, taps)
-    clip = clip.to(device)
-    return clip.float() if torch.device(device).type == "cpu" else clip
+        clip = FrozenCLIP.from_openai_state_dict(read_clip_state_dict(cfg.pretrained), cfg.preprocess, taps,
+                                                 precision=precision)
+    return clip.to(device)  # a device move keeps each tensor's dtype

@@ -33,3 +33,21 @@ def parameter_table(cfg, switches: bool = False) -> pd.DataFrame:
             continue  # mate_d only concerns the CLIP backbone
         rows.append({**combo, **count_row(replace(cfg, **combo), clip)})
     return pd.DataFrame(rows)
+
+
+def checkpoint_bytes(cfg) -> int:
+    """The size of one of our GALIP checkpoints of model config `cfg`: netG, netD and netC (the frozen CLIP is not
+    stored) and Adam's two moments of every trainable parameter, in fp32. Counted on the meta device: no memory,
+    no weights read."""
+    import torch
+
+    from models.clip import FrozenCLIP
+    with torch.device("meta"):
+        clip = FrozenCLIP.from_open_clip(cfg.clip.model, taps=cfg.d_taps)
+        galip = GALIP(cfg, clip=clip)
+    total = 0
+    for name in ("netG", "netD", "netC"):
+        net = getattr(galip, name)
+        total += sum(v.numel() * 4 for v in net.state_dict().values())
+        total += 2 * sum(p.numel() * 4 for p in net.parameters() if p.requires_grad)
+    return total

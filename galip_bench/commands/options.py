@@ -11,6 +11,9 @@ def add_plan_arguments(p):
                                            "for most the official test loop)")
     p.add_argument("--passes", type=int, help="passes of the official test loop (default: the dataset's "
                                               "sample_times: COCO 1, CUB 12)")
+    p.add_argument("--official-ranks", type=int, default=1,
+                   help="the official plan's sampler processes: 1 = the released test.sh, 8 = the test inside "
+                        "train.py on 8 GPUs (CUB: 34,560 vs 30,720 images)")
     p.add_argument("--batch", type=int, default=64, help="generation batch size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise stream and caption choices")
     p.add_argument("--reference", choices=["auto", "npz", "split"], default="auto",
@@ -49,7 +52,7 @@ def protocol_list(text) -> list:
 def eval_config(args, protocols) -> EvalConfig:
     return EvalConfig(protocols=protocols, num_samples=args.num, passes=args.passes, batch_size=args.batch,
                       seed=args.seed, extractor=args.extractor, reference=args.reference, bootstrap=args.bootstrap,
-                      synthesis=args.synthesis)
+                      synthesis=args.synthesis, official_ranks=args.official_ranks)
 
 
 def model_source(args) -> dict:

@@ -6,7 +6,8 @@ from pathlib import Path
 from galip_bench.config.site import load_site
 from galip_bench.grids import launch
 from galip_bench.grids.dryrun import describe_grid
-from galip_bench.grids.grid import load_grid
+from galip_bench.config.recipe import placement_of
+from galip_bench.grids.grid import grid_info, load_grid
 from galip_bench.grids.preflight import check_grid
 from galip_bench.runs import results
 
@@ -23,11 +24,26 @@ def add_arguments(p):
     p.add_argument("--dry-run", action="store_true", help="print each run's resolved data, training and evaluation "
                                                           "plan, check the inputs, and exit")
     p.add_argument("--allow-download", action="store_true", help="let metric weights download when missing")
+    p.add_argument("--schedule", help="one of the grid's named training lengths (`schedules:`, e.g. cfg or paper "
+                                      "in the paper grids); the dry run lists them with their cost")
+    p.add_argument("--allow-recipe-change", action="store_true",
+                   help="run what departs from the grid's recipe (global batch, length, precision, ...) instead of "
+                        "refusing it; such runs are labelled in every table and get no published number")
+
+
+def load_for_site(args, executor=None):
+    """(grid, site): the site first (the grid's profile and executor choose its defaults), then the grid with the
+    runs placed where that executor runs them (their processes and micro-batches)."""
+    info = grid_info(args.grid)
+    site = load_site(args.bench, args.profile or info.get("profile"), executor or info.get("executor"))
+    grid = load_grid(args.grid, args.profile, args.overrides, placement=placement_of(site, info.get("slurm")),
+                     schedule=getattr(args, "schedule", None),
+                     allow_recipe_change=getattr(args, "allow_recipe_change", False))
+    return grid, site
 
 
 def run(args) -> int:
-    grid = load_grid(args.grid, args.profile, args.overrides)
-    site = load_site(args.bench, grid.profile, args.executor or grid.executor)
+    grid, site = load_for_site(args, args.executor)
     if args.dry_run:  # the resolved plan first, then the input checks (which may fail: exit 2)
         print("\n".join(describe_grid(grid, site)))
         check_grid(grid, site, args.allow_download)

@@ -14,10 +14,14 @@ def add_arguments(p):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--bench", help="site config (default: $GALIP_BENCH_CONFIG or ./bench.yaml)")
     p.add_argument("--allow-download", action="store_true")
+    p.add_argument("--schedule", help="one of the grid's named training lengths (as `run --schedule`)")
+    p.add_argument("--allow-recipe-change", action="store_true", help="as `run --allow-recipe-change`")
 
 
 def run(args) -> int:
-    grid = load_grid(args.grid, args.profile, args.overrides)
+    # this process (under torchrun: its process group) is the run's placement
+    grid = load_grid(args.grid, args.profile, args.overrides, schedule=args.schedule,
+                     allow_recipe_change=args.allow_recipe_change)
     run_spec = select_run(grid, args.variant, args.seed)
     site = load_site(args.bench, grid.profile)
     check_run(run_spec.config, site, args.allow_download)

@@ -15,8 +15,10 @@ SMOKE = {
     "clipgen": {"model": dataclasses.asdict(ClipGenConfig.tiny()), "perceptual": "none"},
     "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
     "train": {
-        "steps": 120, "epochs": None, "batch_size": 8, "grad_accum": 1, "device": "cpu", "precision": "fp32", "threads": 1,
-        "ckpt_every": 40, "keep_ckpts": 2, "log_every": 20, "sample_every": 60, "eval_every": 60,
+        # one process, no declared global batch: the profile replaces the grid's recipe
+        "steps": 120, "epochs": None, "batch_size": 8, "global_batch": None, "processes": None, "grad_accum": 1,
+        "device": "cpu", "precision": "fp32", "threads": 1,
+        "ckpt_every": 40, "keep_ckpts": 2, "keep_best": [], "log_every": 20, "sample_every": 60, "eval_every": 60,
         "num_sample_images": 8,
     },
     # the official test-loop plan (one pass over the 128 test scenes in batches of 64) with the tiny extractors

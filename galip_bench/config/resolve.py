@@ -1,5 +1,6 @@
 """What follows from other settings, and what cannot run: the data size follows the model, a run's length is
 exactly one of steps or epochs, and every numeric field is in range. Applied to every grid run and evaluation."""
+from galip_bench.config.recipe import NOISE_MODES, inline_placement, resolve_parallelism
 from galip_bench.config.schema import CLIPGEN_STAGES, SYSTEMS, RunConfig
 from galip_bench.errors import UserError
 
@@ -17,9 +18,12 @@ def _check_range(section: str, obj, minimum: dict) -> None:
             raise UserError(f"{section}.{name} must be at least {low}, got {value}")
 
 
-def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
-    """Fill what follows from other settings (data sizes follow the model) and refuse what cannot run: ranges,
-    a training length that is not exactly one of steps/epochs, and data smaller than the generator's output."""
+def resolve_run_config(cfg: RunConfig, source: str = "config", placement=None,
+                       allow_recipe_change: bool = False) -> RunConfig:
+    """Fill what follows from other settings (data sizes follow the model; processes, micro-batches and the global
+    batch follow the executor, `placement`) and refuse what cannot run: ranges, a training length that is not
+    exactly one of steps/epochs, a global batch the processes cannot make, and data smaller than the generator's
+    output."""
     tc = cfg.train
     if (tc.steps is None) == (tc.epochs is None):
         both = f"train.steps={tc.steps} and train.epochs={tc.epochs}"
@@ -27,14 +31,18 @@ def resolve_run_config(cfg: RunConfig, source: str = "config") -> RunConfig:
                         "set the other to null)")
     try:
         _check_range("train", tc, {"steps": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1, "ckpt_every": 1,
-                                   "keep_ckpts": 1, "log_every": 1, "sample_every": 0, "eval_every": 0,
-                                   "num_sample_images": 1, "threads": 0})
-        _check_range("eval", cfg.eval, {"num_samples": 2, "passes": 1, "batch_size": 1, "bootstrap": 0})
+                                   "keep_ckpts": 0, "log_every": 1, "sample_every": 0, "eval_every": 0,
+                                   "num_sample_images": 1, "threads": 0, "global_batch": 1, "processes": 1})
+        _check_range("eval", cfg.eval, {"num_samples": 2, "passes": 1, "batch_size": 1, "bootstrap": 0,
+                                        "official_ranks": 1})
         for name in ("lr_g", "lr_d"):
             if getattr(tc, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(tc, name)}")
-        if tc.batch_size % tc.grad_accum:
-            raise UserError(f"train.batch_size={tc.batch_size} is not divisible by train.grad_accum={tc.grad_accum}")
+        if tc.noise not in NOISE_MODES:
+            raise UserError(f"train.noise must be one of {', '.join(NOISE_MODES)}, got {tc.noise!r}")
+        change = resolve_parallelism(tc, placement or inline_placement(), allow_recipe_change)
+        if change:
+            tc.recipe_change = "; ".join(c for c in (tc.recipe_change, change) if c)
         if cfg.eval.num_samples is not None and cfg.eval.passes is not None:
             raise UserError("eval.num_samples and eval.passes are exclusive (a fixed N, or passes of the official "
                             "test loop)")
@@ -89,6 +97,9 @@ def resolve_system(cfg: RunConfig) -> int:
         raise UserError(f"CLIP-GEN runs train in fp32 for now (train.precision={cfg.train.precision})")
     if cfg.train.grad_accum != 1:
         raise UserError(f"CLIP-GEN runs take no gradient accumulation for now (train.grad_accum={cfg.train.grad_accum})")
+    if cfg.train.processes != 1:
+        raise UserError(f"CLIP-GEN runs train on one process for now (train.processes={cfg.train.processes}; on "
+                        "SLURM give the grid `slurm: {gpus_per_node: 1, nodes: 1}`)")
     if cfg.data.size is not None and cfg.data.size != size:
         raise UserError(f"data.size={cfg.data.size}: the VQGAN takes {size} px images (clipgen.model.vqgan.img_size); "
                         f"set data.size={size} or leave it unset")

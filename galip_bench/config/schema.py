@@ -33,8 +33,19 @@ class TrainConfig:
     epochs: Optional[int] = None        # ... or epochs of the training split, as the official cfg's max_epoch (steps
                                         # per epoch as its loader: floor(ceil(N / GPUs) / batch)); exactly one of the
                                         # two is set (a grid in epochs writes `steps: null`)
-    batch_size: int = 64                # per process (the paper: 8 GPUs x 64)
-    grad_accum: int = 1                 # micro-batches per optimiser step
+    batch_size: int = 64                # per process and micro-batch: what one forward pass sees (the paper: 64 per GPU;
+                                        # the mismatched captions are rolled within it)
+    global_batch: Optional[int] = None  # the recipe's samples per optimiser step, batch_size x processes x grad_accum;
+                                        # set: grad_accum follows the processes (8 GPUs x 1, or 1 x 8 micro-batches)
+    processes: Optional[int] = None     # data-parallel processes of the run; None: the executor's (SLURM: gpus_per_node
+                                        # x nodes; local: this machine's GPUs as global_batch needs them, else 1)
+    grad_accum: Optional[int] = None    # micro-batches of batch_size per process and step; None: global_batch /
+                                        # (batch_size x processes), or 1
+    noise: str = "per_rank"             # official: every process draws the same noise each step (the official code
+                                        # seeds all ranks alike); per_rank: each (virtual) rank its own
+    tf32: bool = False                  # TF32 matmuls/convolutions on Ampere+ GPUs, as PyTorch 1.9-1.11 (the official
+                                        # environment) had by default
+    recipe_change: Optional[str] = None # set by `run --allow-recipe-change`: how this run departs from its grid's recipe
     lr_g: float = 1e-4
     lr_d: float = 4e-4                  # netD + netC
     beta1: float = 0.0
@@ -48,7 +59,8 @@ class TrainConfig:
     threads: int = 0                    # torch CPU threads; 0: the job's CPUs (SLURM_CPUS_PER_TASK) or the machine's.
                                         # CPU results change with it (~1e-6): pin it for bit-identical reruns
     ckpt_every: int = 1000
-    keep_ckpts: int = 3
+    keep_ckpts: int = 3                 # the last K checkpoints are kept (0: all, as the official code)
+    keep_best: List[str] = field(default_factory=list)  # and the best checkpoint by each of these metrics (e.g. fid_galip)
     log_every: int = 50
     sample_every: int = 5000
     eval_every: int = 0                 # 0: evaluate at the end only
@@ -70,6 +82,8 @@ class EvalConfig:
     synthesis: str = "faithful"         # faithful (the official loop's fp32/TF32 numerics) | fast (bf16, channels_last,
                                         # compiled on a GPU): recorded, and compared only with its own kind
     extractor: str = "default"          # default | tiny (random-init small extractors for the smoke profile)
+    official_ranks: int = 1             # the official test loop's sampler processes: 1 = test.sh (the released test
+                                        # script), 8 = the test inside train.py on 8 GPUs (CUB: 30,720 vs 34,560 images)
     data: Optional[DataConfig] = None   # evaluation captions/references when they differ from the training data
 
 

@@ -26,7 +26,8 @@ def open_rgb(path) -> Image.Image:
 
 def bbox_box(bbox, width: int, height: int) -> tuple:
     """GALIP's CUB crop box (left, top, right, bottom): a square of side 1.5*max(w, h) around the bounding box's
-    centre, clipped to the image."""
+    centre, clipped to the image. Matches the official get_imgs on the int box its load_bbox gives (`.astype(int)`:
+    layouts.read_boxes truncates the file's values the same way); the PIL and the on-device decode crop this box."""
     x, y, w, h = bbox
     r = int(max(w, h) * 0.75)
     cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)

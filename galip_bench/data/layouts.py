@@ -54,13 +54,33 @@ def read_split(root: Path, split: str) -> list:
 
 
 def read_captions(path: Path) -> list:
+    """The captions of one caption file, as the official GALIP loader's get_caption (code/lib/datasets.py) reads
+    them: the file in text mode (universal newlines: CRLF and CR end a line too), split on '\n', every line of
+    non-zero length kept as it is -- not stripped, so a line of spaces is a caption."""
     if not path.is_file():
         raise UserError(f"caption file {path} not found: expected one caption per line")
-    captions = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-    captions = [c for c in captions if c]
+    with open(path, encoding="utf-8", errors="replace") as f:  # newline=None: universal newlines, as open(p, "r")
+        captions = [line for line in f.read().split("\n") if len(line) != 0]
     if not captions:
         raise UserError(f"caption file {path} is empty: expected at least one caption per line")
     return captions
+
+
+def read_boxes(path: Path, ids: dict) -> dict:
+    """{key: (x, y, w, h)} from CUB's bounding_boxes.txt, cast to int (truncated toward zero) as the official
+    load_bbox's pandas `.astype(int)` does before GALIP crops."""
+    boxes = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            idx, *xywh = line.split()
+            try:
+                if len(xywh) != 4:
+                    raise ValueError
+                boxes[ids[idx][: -len(".jpg")]] = tuple(int(float(v)) for v in xywh)
+            except (ValueError, KeyError):
+                raise UserError(f"{path}:{n}: expected 'image_id x y width height' with an id of images.txt, got "
+                                f"{line.strip()!r}") from None
+    return boxes
 
 
 def cub_entries(root, split: str, captions: bool = True) -> list:
@@ -70,11 +90,7 @@ def cub_entries(root, split: str, captions: bool = True) -> list:
         if not (cub / name).is_file():
             raise UserError(f"{cub / name} not found: it ships with CUB_200_2011")
     ids = dict(line.split() for line in (cub / "images.txt").read_text().splitlines() if line.strip())
-    boxes = {}
-    for line in (cub / "bounding_boxes.txt").read_text().splitlines():
-        if line.strip():
-            idx, *xywh = line.split()
-            boxes[ids[idx][: -len(".jpg")]] = tuple(float(v) for v in xywh)
+    boxes = read_boxes(cub / "bounding_boxes.txt", ids)
     entries = []
     for key in read_split(root, split):
         if key not in boxes:

@@ -2,7 +2,14 @@
 protocol specs (``evaluation.protocols``): resolves each one's sample plan against the test split's captions (no
 image is decoded on the generated side), checks N before any generation, generates once per distinct plan with a
 seeded noise stream, feeds each protocol its prepared images, and returns one record per metric serialised from the
-protocol that ran. One metric's failure is recorded with its reason; it does not cost the others their results."""
+protocol that ran. One metric's failure is recorded with its reason; it does not cost the others their results.
+
+Sharded: with torch.distributed initialised over W > 1 processes, every process calls the evaluator. Each generates
+a contiguous share of every resolved plan, whole plan batches of 64 (balanced as evenly as whole batches allow), with
+the noise rows one process would give those samples; the accumulators are then merged (float64 moments and sums,
+features gathered in plan order: `sync` of each accumulator) and process 0 alone computes references and metrics and
+returns the records (the others return []). The speed protocols run on process 0 alone, with no collective."""
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -19,11 +26,12 @@ from galip_bench.evaluation.smoke import smoke_extractor
 from galip_bench.evaluation.spec import prepare_official
 from galip_bench.evaluation.synthesis import Synthesizer
 from galip_bench.files import file_sha256
-from galip_bench.metrics.fid import load_stats_npz
+from galip_bench.metrics.fid import FeatureBank, load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
 from galip_bench.metrics.weights import WeightsResolver
 from galip_bench.progress import progress_options
 from galip_bench.provenance import git_commit, library_versions
+from galip_bench import distributed
 from models.clip import FrozenCLIP
 
 REPEAT_WARNING = 4  # warn when N exceeds this many samples per distinct caption
@@ -31,8 +39,21 @@ SPEED_CAPTIONS = ["a small red circle above a large blue square on a white backg
                   "a bird with a red head and a short beak", "a plate of food next to a glass of water"]
 
 
+def shard_bounds(n: int, unit: int, rank: int, world: int) -> tuple:
+    """[start, end) of process `rank`'s share of `n` samples: whole batches of `unit` (the plan's batch; the last
+    may be partial), contiguous and in rank order, ranks differing by at most one batch (empty where W > batches)."""
+    batches = -(-n // unit)
+    first, last = batches * rank // world, batches * (rank + 1) // world
+    return min(first * unit, n), min(last * unit, n)
+
+
+def _merged_count(acc) -> int:
+    return len(acc.state()["features"]) if isinstance(acc, FeatureBank) else acc.n
+
+
 class Evaluator:
-    """evaluator(galip, step) -> records. Plans, N checks, references and extractors are settled up front."""
+    """evaluator(galip, step) -> records. Plans, N checks, references and extractors are settled up front. Inside
+    a process group every process calls it (see the module docstring); process 0 gets the records."""
 
     def __init__(self, eval_cfg, data_cfg, site, device, allow_download: bool = False, progress: bool = True,
                  save_images=None, options=None):
@@ -40,6 +61,8 @@ class Evaluator:
         protos = build_protocols(eval_cfg, data_cfg.kind if data_cfg is not None else "synthetic", options)
         self.protos = [p for p in protos if p.kind != "speed"]
         self.speed = [p for p in protos if p.kind == "speed"]
+        # metric -> LOWER / HIGHER is better (None: informational): what training's keep_best ranks checkpoints by
+        self.directions = {m: sign for p in protos for m, sign in p.metrics.items()}
         self.resolver = WeightsResolver(site.paths.weights, allow_download)
         self.cache = StatsCache(site.paths.cache)
         self.save_images = Path(save_images) if save_images else None
@@ -114,17 +137,23 @@ class Evaluator:
         return extractor.encode_image(images), extractor.encode_text(captions)
 
     def _generate(self, synth, resolved, members, extractors, step):
+        rank, world = distributed.rank_size()
         accs = {p.name: p.new_accumulator() for p in members}
         kept = {p.name: [] for p in members if p.bootstrap and self.cfg.bootstrap}
+        # the whole stream, then this process's rows: every sample gets the noise it gets in one process
         noise = torch.randn(resolved.n, synth.galip.noise_dim,
                             generator=torch.Generator().manual_seed(members[0].plan.seed))
+        first, last = shard_bounds(resolved.n, members[0].plan.batch, rank, world)
         batch = self.cfg.batch_size
-        bar = tqdm(total=resolved.n, desc=f"eval step {step}", disable=not self.progress, leave=False,
+        desc = f"eval step {step}" + (f" (process 0 of {world})" if world > 1 else "")
+        bar = tqdm(total=last - first, desc=desc, disable=not self.progress or rank != 0, leave=False,
                    **progress_options())
-        for start in range(0, resolved.n, batch):
-            captions = resolved.captions[start:start + batch]
+        start = first
+        while start < last:
+            end = min((start // batch + 1) * batch, last)  # one process's generation batches, cut at the share's ends
+            captions = resolved.captions[start:end]
             sent = synth.encode(tokenize(captions))
-            images = prepare_official(synth.generate(noise[start:start + batch], sent))
+            images = prepare_official(synth.generate(noise[start:end], sent))
             if self.save_images is not None:
                 self._save(images, start)
             for p in members:
@@ -136,12 +165,32 @@ class Evaluator:
                 else:
                     accs[p.name].update(*self._clip_embeddings(extractors[p.name], images, sent, captions))
             bar.update(len(captions))
+            start = end
         bar.close()
-        return accs, {name: torch.cat(chunks) for name, chunks in kept.items()}
+        kept = {name: torch.cat(chunks) if chunks else torch.zeros(0, 0) for name, chunks in kept.items()}
+        if world > 1:
+            kept = self._merge(resolved, accs, kept, rank)
+        return accs, kept
+
+    def _merge(self, resolved, accs, kept, rank):
+        """Every process's accumulators merged (process 0 holds the full features), in one order on every process;
+        process 0 checks that the merge holds the plan's N samples."""
+        cuda = self.device.type == "cuda"
+        with torch.cuda.device(self.device) if cuda else contextlib.nullcontext():  # NCCL's current device
+            for acc in accs.values():
+                acc.sync(distributed)
+            kept = {name: distributed.gather_rows(features) for name, features in kept.items()}
+        if rank == 0:
+            for name, count in [*((n, _merged_count(a)) for n, a in accs.items()),
+                                *((n, len(f)) for n, f in kept.items())]:
+                if count != resolved.n:
+                    raise RuntimeError(f"{name}: the processes' merged accumulators hold {count:,} samples, the "
+                                       f"plan {resolved.n:,}")
+        return kept
 
     def _records(self, p, acc, extractor, features, step, t0) -> list:
         base = {"step": step, "protocol": p.name, "num_samples": p.ran["num_samples"], "dataset": dataset_id(self.data),
-                **self.provenance}
+                "eval_processes": distributed.rank_size()[1], **self.provenance}
         extra = {}
         try:
             reference = self._reference(p, extractor) if p.has_reference else None
@@ -159,16 +208,19 @@ class Evaluator:
 
     @torch.no_grad()
     def prepare(self, galip) -> None:
-        """Build every extractor and load or compute every reference now (else the first call does it)."""
+        """Build every extractor and load or compute every reference now (else the first call does it); the
+        references on process 0 only (the only one that uses them)."""
         for p in self.protos:
             extractor = self._extractor(p, galip)
-            if p.has_reference:
+            if p.has_reference and distributed.rank_size()[0] == 0:
                 self._reference(p, extractor)
 
     @torch.no_grad()
     def __call__(self, galip, step: int = None, final: bool = True) -> list:
-        """Records of every quality protocol at `step`; with `final`, the speed protocols' too (timed once)."""
-        speed = self.measure_speed(galip) if final else []
+        """Records of every quality protocol at `step`; with `final`, the speed protocols' too (timed once, on
+        process 0). In a process group every process must call it; the others return []."""
+        rank = distributed.rank_size()[0]
+        speed = self.measure_speed(galip) if final and rank == 0 else []
         if not self.protos:
             return speed
         t0 = time.time()
@@ -180,6 +232,8 @@ class Evaluator:
                 for resolved, members in self.groups.values():
                     extractors = {p.name: self._extractor(p, galip) for p in members}
                     accs, kept = self._generate(synth, resolved, members, extractors, step)
+                    if rank != 0:
+                        continue
                     for p in members:
                         records += self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
         finally:

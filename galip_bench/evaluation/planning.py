@@ -1,6 +1,10 @@
 """Settling an evaluation before it runs: the protocol instances an EvalConfig asks for (their plans resolved for the
 dataset), the test split's caption table, where each reference comes from, the sample-count check, and `preview`:
-what will run, from the split sizes alone (for `run --dry-run` and the preflight checks)."""
+what will run, from the split sizes alone (for `run --dry-run` and the preflight checks), and the process-group
+timeout an evaluation needs (`evaluation_timeout`)."""
+import datetime
+
+import torch
 from torch.utils.data import IterableDataset
 
 from galip_bench.data import build_dataset, legacy_stats_path, official_stats_path, split_size
@@ -31,7 +35,8 @@ def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
     out = []
     for name in eval_cfg.protocols:
         cls = protocol_class(name)
-        plan = cls.plan.with_overrides(eval_cfg.num_samples, eval_cfg.passes, eval_cfg.seed).for_dataset(data_kind)
+        plan = cls.plan.with_overrides(eval_cfg.num_samples, eval_cfg.passes, eval_cfg.seed,
+                                       eval_cfg.official_ranks).for_dataset(data_kind)
         proto = cls(plan=plan, options=(options or {}).get(name), smoke=eval_cfg.extractor == "tiny",
                     synthesis=eval_cfg.synthesis)
         if proto.kind != "speed" and not proto.smoke:  # the smoke profile rewrites any grid onto synthetic data
@@ -101,3 +106,38 @@ def reference_of(proto, data_cfg, mode: str):
             raise UserError(f"eval.reference=npz: {proto.name} needs GALIP's released statistics {expected} "
                             "(mu, sigma; from the GALIP data release), not found")
     return "split", "test"
+
+
+# The process-group timeout of an evaluation (`evaluation_timeout`). The longest wait at a collective is an evaluation:
+# the ranks wait for the slowest share's generation, and after the merge the others wait (at training's barrier) while
+# rank 0 computes the reference statistics (the test split through the extractor, when not cached) and the metrics.
+# The budget counts every generated sample of every distinct plan (not the share of one rank: generous whatever the
+# number of processes) and the test split once per protocol with a reference (even when cached), at a per-image time
+# far above the measured ones: GALIP generates at 0.04 s per image on an RTX 3090 (paper) and a GPU evaluation
+# (generation, CLIP, Inception) runs at ~0.01 s per image on an H100, so 0.1 s per image on a GPU (10x); a CPU
+# generates a 224 px GALIP image in ~0.5 s, so 2 s per image there. Plus 10 minutes for what does not scale with N
+# (loading extractors, torch.compile of fast synthesis, sqrtm, the bootstrap's eigendecompositions, KID's subsets),
+# and never under 30 minutes, torch's own default (a hang is then still reported within hours, not days: COCO's
+# 40,448 samples + the 40,504-image reference on GPUs give 2 h 25 min).
+TIMEOUT_PER_IMAGE_S = {"cuda": 0.1, "cpu": 2.0}
+TIMEOUT_FIXED_S = 600
+TIMEOUT_FLOOR_S = 1800
+ALL_PAIRS_PER_IMAGE = 10  # an `all` plan's N bound without reading the captions: CUB has 10 captions per image, COCO 5
+
+
+def evaluation_timeout(eval_cfg, data_cfg, device=None) -> datetime.timedelta:
+    """The process-group timeout for a multi-process evaluation of `eval_cfg` on the evaluation data `data_cfg` (a
+    run's `cfg.eval.data or cfg.data`), from the plans' N and the test split's size (see the budget above); `device`
+    (a torch device or its type) picks the per-image budget, by default the GPU's when one is visible."""
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    per_image = TIMEOUT_PER_IMAGE_S.get(kind, TIMEOUT_PER_IMAGE_S["cpu"])
+    images = 0
+    protos = [p for p in build_protocols(eval_cfg, data_cfg.kind if data_cfg is not None else "synthetic")
+              if p.kind != "speed"]
+    if protos:
+        n_img = split_size(data_cfg, "test") or 0
+        for plan in dict.fromkeys(p.plan for p in protos):  # generated once per distinct plan
+            images += plan.count(n_img, n_img * ALL_PAIRS_PER_IMAGE) or 0
+        images += n_img * sum(p.has_reference for p in protos)
+    seconds = max(TIMEOUT_FLOOR_S, TIMEOUT_FIXED_S + per_image * images)
+    return datetime.timedelta(seconds=seconds)

@@ -3,9 +3,17 @@ the test split's caption table (keys and captions only: no image is decoded) int
 pairs that is generated, so N and the captions are known, checked and recorded before any generation.
 
 Kinds:
-- ``official``: the official GALIP test loop (``calculate_FID_CLIP_sim``): ``passes`` passes over the test split in
-  ``drop_last`` batches of 64, one random caption per image per pass; N = floor(N_test / 64) * 64 * passes. The
-  official ``sample_times`` are 1 for COCO and 12 for CUB (code/cfg/coco.yml, birds.yml), the default passes here.
+- ``official``: the official GALIP test loop (code/lib/perpare.py ``prepare_dataloaders``, code/lib/modules.py
+  ``calculate_FID_CLIP_sim``): ``passes`` passes (the cfg's ``sample_times``: COCO 1, CUB 12, code/cfg/coco.yml,
+  birds.yml) over the test split as its loader yields it. That loader is ``DistributedSampler(valid_dataset)``
+  (shuffle=True, seed=0, ``set_epoch`` never called for it, so every pass sees the same epoch-0 permutation) under
+  ``DataLoader(batch_size=64, drop_last=True)``, with ``ranks`` sampler processes: 1 for scripts/test.sh (one process
+  launched by torch.distributed.launch), 8 for the test inside train.py on 8 GPUs. Rank r takes the permutation
+  padded by wrapping to a multiple of R, positions r::R, and keeps the first floor(len / 64) * 64 of them, so
+  N = R * floor(ceil(N_test / R) / 64) * 64 * passes: the permutation's first N / passes positions (test.sh: COCO
+  40,448, CUB 34,560; in training on 8 GPUs: COCO the same 40,448 images in another order, CUB 30,720, the first
+  2,560 of test.sh's 2,880 per pass). Samples are laid out pass by pass, rank by rank, so every 64 consecutive
+  samples are one official batch (the CLIP score averages per batch).
 - ``fixed``: N samples cycling over the test images in order, one random caption per image per cycle.
 - ``distinct``: N (image, caption) pairs drawn without replacement from all pairs (the 30k-caption zero-shot
   convention of other papers).
@@ -20,12 +28,30 @@ from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from galip_bench.errors import UserError
 
 KINDS = ("official", "fixed", "distinct", "all")
 OFFICIAL_BATCH = 64
 OFFICIAL_SAMPLE_TIMES = {"coco": 1, "cub": 12}  # code/cfg/coco.yml, birds.yml: sample_times
+OFFICIAL_SAMPLER_SEED = 0  # DistributedSampler's default seed; the official test sampler's epoch stays 0
+OFFICIAL_SUBSET = f"DistributedSampler(shuffle=True, seed={OFFICIAL_SAMPLER_SEED}) epoch-0 permutation"
+SPLIT_ORDER = "split order"
+
+
+def official_rank_indices(num_images: int, ranks: int, rank: int, batch: int = OFFICIAL_BATCH) -> List[int]:
+    """The test-split indices rank `rank` of `ranks` evaluates in one pass of the official test loop, in order:
+    the epoch-0 permutation of ``DistributedSampler(shuffle=True, seed=0)`` (``torch.randperm`` with a generator
+    seeded 0), padded by wrapping to a multiple of `ranks`, positions rank::ranks, cut to whole ``drop_last``
+    batches of `batch`."""
+    gen = torch.Generator().manual_seed(OFFICIAL_SAMPLER_SEED)
+    perm = torch.randperm(num_images, generator=gen).tolist()
+    per_rank = -(-num_images // ranks)
+    total = per_rank * ranks
+    padded = (perm * -(-total // num_images))[:total]  # wrap around (repeatedly, if the split is tiny)
+    mine = padded[rank:total:ranks]
+    return mine[: (len(mine) // batch) * batch]
 
 
 def caption_choice(captions: list, seed: int, cycle: int, key: str) -> str:
@@ -73,29 +99,39 @@ class SamplePlan:
     num_samples: Optional[int] = None  # fixed / distinct
     batch: int = OFFICIAL_BATCH        # the official loop's drop_last batch, and the CLIP score's averaging batch
     seed: int = 0
+    ranks: int = 1                     # official: the sampler processes of the official loop (1: test.sh; 8: the
+                                       # test inside train.py on 8 GPUs); the other kinds keep 1
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise UserError(f"unknown sample plan '{self.kind}' (choose from {', '.join(KINDS)})")
-        for name in ("passes", "num_samples", "batch"):
+        for name in ("passes", "num_samples", "batch", "ranks"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"sample plan: {name} must be at least 1, got {value}")
         if self.kind in ("fixed", "distinct") and self.num_samples is None:
             raise UserError(f"sample plan '{self.kind}' needs a number of samples (eval.num_samples)")
+        if self.kind != "official" and self.ranks != 1:
+            raise UserError(f"sample plan '{self.kind}': ranks (the official loop's sampler processes) apply to "
+                            "the official plan only")
 
-    def with_overrides(self, num_samples=None, passes=None, seed=None) -> "SamplePlan":
+    def with_overrides(self, num_samples=None, passes=None, seed=None, ranks=None) -> "SamplePlan":
         """eval.num_samples turns an official plan into a fixed one (a distinct plan keeps its kind);
-        eval.passes sets the official plan's passes."""
+        eval.passes sets the official plan's passes; eval.official_ranks its sampler processes (ignored by the
+        other kinds, which have none)."""
         if num_samples is not None and passes is not None:
             raise UserError("eval.num_samples and eval.passes are exclusive: a plan has N samples (fixed) or "
                             "passes over the test split (official)")
+        if ranks is not None and ranks < 1:
+            raise UserError(f"eval.official_ranks must be at least 1, got {ranks}")
         plan = self if seed is None else replace(self, seed=seed)
         if num_samples is not None:
             kind = plan.kind if plan.kind == "distinct" else "fixed"
-            return replace(plan, kind=kind, num_samples=num_samples, passes=None)
+            return replace(plan, kind=kind, num_samples=num_samples, passes=None, ranks=1)
         if passes is not None:
-            return replace(plan, kind="official", passes=passes, num_samples=None)
+            plan = replace(plan, kind="official", passes=passes, num_samples=None)
+        if ranks is not None and plan.kind == "official":
+            plan = replace(plan, ranks=ranks)
         return plan
 
     def for_dataset(self, data_kind: str) -> "SamplePlan":
@@ -104,19 +140,25 @@ class SamplePlan:
             return replace(self, passes=OFFICIAL_SAMPLE_TIMES.get(data_kind, 1))
         return self
 
+    def official_per_pass(self, num_images: int) -> int:
+        """Images one pass of the official loop evaluates: R * floor(ceil(N_test / R) / batch) * batch."""
+        return self.ranks * ((-(-num_images // self.ranks)) // self.batch) * self.batch
+
     def count(self, num_images: int, num_pairs: Optional[int] = None) -> Optional[int]:
         """N for a test split of `num_images` images (and `num_pairs` captions in all, needed by `all`)."""
         if self.kind == "official":
-            return (num_images // self.batch) * self.batch * self.passes
+            return self.official_per_pass(num_images) * self.passes
         if self.kind == "all":
             return num_pairs
         return self.num_samples
 
     def describe(self, num_images: Optional[int] = None) -> str:
         if self.kind == "official":
-            used = f"{(num_images // self.batch) * self.batch:,} of {num_images:,}" if num_images else "the"
-            return (f"official test loop: {self.passes} pass(es) over {used} test images (drop_last batches of "
-                    f"{self.batch}), one random caption per image per pass (seed {self.seed})")
+            used = f"{self.official_per_pass(num_images):,} of {num_images:,}" if num_images else "the"
+            name = ("official test loop (test.sh, 1 process)" if self.ranks == 1 else
+                    f"official in-training test (train.py, {self.ranks} processes)")
+            return (f"{name}: {self.passes} pass(es) over {used} test images ({OFFICIAL_SUBSET}, drop_last "
+                    f"batches of {self.batch} per process), one random caption per image per pass (seed {self.seed})")
         if self.kind == "fixed":
             return (f"{self.num_samples:,} samples cycling over the test images in order, one random caption per "
                     f"image per cycle (seed {self.seed})")
@@ -127,7 +169,8 @@ class SamplePlan:
 
     def settings(self) -> dict:
         return {"plan": self.kind, "passes": self.passes, "plan_num_samples": self.num_samples,
-                "plan_batch": self.batch, "seed": self.seed}
+                "plan_batch": self.batch, "plan_ranks": self.ranks,
+                "plan_subset": OFFICIAL_SUBSET if self.kind == "official" else SPLIT_ORDER, "seed": self.seed}
 
     def resolve(self, table: list) -> Resolved:
         """`table`: [(key, [captions])] of the test split, in split order."""
@@ -136,12 +179,13 @@ class SamplePlan:
         n_img = len(table)
         images, captions = [], []
         if self.kind == "official":
-            used = (n_img // self.batch) * self.batch
-            if used == 0:
-                raise UserError(f"the official test loop needs at least one batch of {self.batch} test images; "
-                                f"the split has {n_img} (set eval.num_samples for a fixed plan)")
-            for p in range(self.passes):
-                for i in range(used):
+            if self.official_per_pass(n_img) == 0:
+                per = "" if self.ranks == 1 else f" per process ({self.ranks} processes)"
+                raise UserError(f"the official test loop needs at least one batch of {self.batch} test images"
+                                f"{per}; the split has {n_img} (set eval.num_samples for a fixed plan)")
+            order = [i for r in range(self.ranks) for i in official_rank_indices(n_img, self.ranks, r, self.batch)]
+            for p in range(self.passes):  # the epoch is never set: every pass sees the same permutation
+                for i in order:
                     images.append(i)
                     captions.append(caption_choice(table[i][1], self.seed, p, table[i][0]))
         elif self.kind == "fixed":

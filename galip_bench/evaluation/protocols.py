@@ -231,8 +231,9 @@ class ClipScoreGALIP(Protocol):
     weights = "clip_vit_b32"
     better = HIGHER
     clip_preprocess = "official"
-    fp16_on_gpu = True  # the official clip.load keeps fp16 weights on a GPU (fp32 on a CPU)
-    precision = "fp16 weights on a GPU, fp32 on a CPU (as the official clip.load)"
+    fp16_on_gpu = True  # the official clip.load: fp16 weights on a GPU, LayerNorm and embeddings fp32 (fp32 on a CPU)
+    precision = ("as the official clip.load: on a GPU fp16 conv/linear/attention weights, fp32 LayerNorm (computing "
+                 "in fp32) and embeddings; fp32 on a CPU")
 
     def clip_model(self) -> str:
         return "ViT-B-32-quickgelu"  # the official CLIP4evl: OpenAI ViT-B/32

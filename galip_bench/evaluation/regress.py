@@ -188,6 +188,7 @@ def eval_settings_from_records(records) -> dict:
             "passes": s.get("passes") if plan == "official" else None, "seed": s.get("seed", 0),
             "batch_size": 64, "extractor": "tiny" if s.get("smoke") else "default",
             "synthesis": s.get("synthesis", SETTING_DEFAULTS["synthesis"]),
+            "official_ranks": s.get("plan_ranks", 1) if plan == "official" else 1,
             "reference": "split" if any(str(r["settings"].get("reference", "")).startswith("split") and
                                         getattr(PROTOCOLS.get(r["protocol"]), "reference_source", None) == "galip"
                                         for r in quality) else "auto"}

@@ -28,12 +28,15 @@ TINY_LOGITS = ("tiny random conv net + linear head, 16 logits (smoke profile; nu
 TINY_CLIP = "the model's own CLIP (smoke profile; numbers not comparable to anything published)"
 # settings that must be equal for two records of a protocol to be compared (regress) or for a published number to
 # apply (report); the plan's drawn captions and N are part of both
-PLAN_KEYS = ("plan", "passes", "plan_num_samples", "plan_batch")
+PLAN_KEYS = ("plan", "passes", "plan_num_samples", "plan_batch", "plan_ranks", "plan_subset")
 GATED = PLAN_KEYS + ("seed", "num_samples", "captions_sha256", "synthesis", "prepare", "resize", "extractor",
                      "weights", "precision", "reference", "reference_sha256", "options")
 COMPARABLE = PLAN_KEYS + ("synthesis", "prepare", "resize", "extractor", "weights", "precision", "reference",
                           "options")
-SETTING_DEFAULTS = {"synthesis": "faithful"}  # what records written before a setting existed ran
+# what records written before a setting existed ran: one sampler process, and the test split in its own order (the
+# official plan kept the first floor(N/64)*64 images in split order then, so those records do not compare with the
+# official plan's DistributedSampler subset now)
+SETTING_DEFAULTS = {"synthesis": "faithful", "plan_ranks": 1, "plan_subset": "split order"}
 
 
 def prepare_official(images: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 one resolved RunConfig per run. Run ids hash the resolved config, so the same run always lands in the same folder."""
 import hashlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
@@ -10,11 +10,14 @@ from omegaconf import OmegaConf
 
 from galip_bench.config.io import dotlist, merge_onto, read_yaml, to_object
 from galip_bench.config.profiles import PROFILES
+from galip_bench.config.recipe import Placement, recipe_changes
 from galip_bench.config.resolve import resolve_run_config
 from galip_bench.config.schema import RunConfig
 from galip_bench.errors import UserError
+from galip_bench.evaluation.protocols import PROTOCOLS
 
-GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile"}
+GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile",
+             "recipe", "schedules", "schedule"}
 
 
 @dataclass
@@ -34,6 +37,9 @@ class Grid:
     slurm: dict
     executor: str = None
     profile: str = None
+    recipe: dict = field(default_factory=dict)      # the train settings the grid declares as its recipe
+    schedules: dict = field(default_factory=dict)   # name -> {steps or epochs, source}: the lengths it offers
+    schedule: str = None                            # the one its runs follow
 
 
 def nest(flat: dict) -> dict:
@@ -57,12 +63,14 @@ def _label(value) -> str:
     return str(value)
 
 
-EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers")  # settings results do not depend on: a run keeps its id (and resumes) across them
+# settings results do not depend on: a run keeps its id (and resumes) across them
+EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers", "train.keep_best")
 # settings added after run folders existed, with the value that does what the code did before them: at that value
 # they stay out of the id, so a run made by an earlier version keeps its folder (and resumes) under a later one
 ADDED_LATER = {"data.decode": "pil", "eval.data.decode": "pil", "train.channels_last": False,
                "eval.synthesis": "faithful", "model.condition": "text", "model.condition_norm": "none",
-               "model.condition_noise": 0.0, "after": None}
+               "model.condition_noise": 0.0, "after": None, "train.processes": 1, "train.noise": "per_rank",
+               "train.tf32": False, "train.recipe_change": None, "eval.official_ranks": 1}
 
 
 def _clipgen_id_settings(conf) -> None:
@@ -91,6 +99,12 @@ def run_id_of(conf) -> str:
         _clipgen_id_settings(conf)
     always = object()
     leave_out = [(key, always) for key in EXECUTION_ONLY] + list(ADDED_LATER.items())
+    train = conf.get("train") or {}
+    if train.get("grad_accum", 1) == 1:
+        # global_batch = batch_size x processes, both hashed. Before 4b45fbb's successor, grad_accum split batch_size
+        # into micro-batches; it now multiplies it: with grad_accum > 1 the global batch stays in the id, so a run
+        # of either meaning never takes the other's folder
+        leave_out.append(("train.global_batch", always))
     for key, neutral in leave_out:
         section, _, name = key.rpartition(".")
         node = OmegaConf.select(conf, section) if section else conf
@@ -102,15 +116,17 @@ def run_id_of(conf) -> str:
 # the ids galip-bench 29b718f..ffc5502 gave GALIP runs: every setting but data.num_workers hashed, before the
 # settings of `system`, `after`, `clipgen` and `model.condition*` existed (`launch` adopts such a folder)
 _NEW_SINCE_FFC5502 = ("system", "after", "clipgen", "model.condition", "model.condition_norm", "model.condition_noise")
+_NEW_SINCE_4B45FBB = ("train.processes", "train.noise", "train.tf32", "train.recipe_change", "eval.official_ranks")
 
 
 def legacy_run_id_of(conf):
     """The id an earlier version gave this run, or None where no earlier version could have made it."""
     conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
     if any(OmegaConf.select(conf, key) != neutral for key, neutral in ADDED_LATER.items()
-           if key.startswith(("model.condition", "after"))) or conf.get("system", "galip") != "galip":
-        return None
-    for key in _NEW_SINCE_FFC5502 + ("data.num_workers",):
+           if key.startswith(("model.condition", "after")) or key in _NEW_SINCE_4B45FBB) \
+            or conf.get("system", "galip") != "galip" or OmegaConf.select(conf, "train.grad_accum") not in (None, 1):
+        return None  # (grad_accum > 1 meant something else then)
+    for key in _NEW_SINCE_FFC5502 + _NEW_SINCE_4B45FBB + ("data.num_workers", "train.keep_best", "train.global_batch"):
         section, _, name = key.rpartition(".")
         node = OmegaConf.select(conf, section) if section else conf
         if node is not None and name in node:
@@ -150,7 +166,43 @@ def _grid_points(raw: dict, path: Path) -> list:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def load_grid(path, profile: str = None, overrides=None) -> Grid:
+def _schedules(raw: dict, path: Path, chosen) -> tuple:
+    """(schedules, the chosen name, its train settings): a grid's named training lengths."""
+    schedules = raw.get("schedules") or {}
+    if not isinstance(schedules, dict):
+        raise UserError(f"{path}: `schedules` maps a name to {{epochs: N or steps: N, source: ...}}")
+    for name, entry in schedules.items():
+        if not isinstance(entry, dict) or set(entry) - {"epochs", "steps", "source"} or \
+                (entry.get("epochs") is None) == (entry.get("steps") is None):
+            raise UserError(f"{path}: schedule '{name}' needs exactly one of epochs or steps (and a source)")
+    chosen = chosen or raw.get("schedule")
+    if chosen is None:
+        return schedules, None, {}
+    if chosen not in schedules:
+        raise UserError(f"{path}: no schedule named '{chosen}' (have: {', '.join(schedules) or 'none'})")
+    entry = schedules[chosen]
+    return schedules, chosen, {"epochs": entry.get("epochs"), "steps": entry.get("steps")}
+
+
+def _base(raw: dict, path: Path, schedule_train: dict) -> tuple:
+    """The grid's base overrides with its eval section, recipe and schedule merged in; and the recipe."""
+    base = nest(dict(raw.get("base") or {}))
+    if raw.get("eval"):
+        base.setdefault("eval", {}).update(nest(dict(raw["eval"])))
+    recipe = dict(raw.get("recipe") or {})
+    clash = {k for k in recipe if k in base.get("train", {}) and base["train"][k] != recipe[k]}
+    if clash:
+        raise UserError(f"{path}: train.{sorted(clash)[0]} is set differently in `base` and in `recipe`")
+    base.setdefault("train", {}).update({**recipe, **schedule_train})
+    return base, recipe
+
+
+def load_grid(path, profile: str = None, overrides=None, placement=None, schedule: str = None,
+              allow_recipe_change: bool = False) -> Grid:
+    """Expand a grid YAML into resolved runs. `placement` (config.recipe.placement_of) says where they execute,
+    which decides their processes and micro-batches; `schedule` picks one of the grid's `schedules`. A grid with a
+    `recipe:` has every run checked against it after the command line and the placement: a run that departs from
+    it is refused, or with `allow_recipe_change` labelled (train.recipe_change). Profiles replace the recipe."""
     path = Path(path)
     raw = OmegaConf.to_container(read_yaml(path), resolve=False)
     if not raw:
@@ -162,21 +214,22 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
     profile = profile or raw.get("profile")
     if profile is not None and profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}' (available: {', '.join(PROFILES)})")
-    base = nest(dict(raw.get("base") or {}))
-    if raw.get("eval"):
-        base.setdefault("eval", {}).update(nest(dict(raw["eval"])))
+    schedules, schedule, schedule_train = _schedules(raw, path, schedule)
+    base, recipe = _base(raw, path, schedule_train)
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise UserError(f"{path}: `seeds` must be a non-empty list of integers")
     cli = dotlist(overrides)
+    if OmegaConf.select(cli, "train.recipe_change") is not None:
+        raise UserError("train.recipe_change is written by `run --allow-recipe-change`, not set by hand")
     runs, seen, ids = [], {}, {}
     for (vname, vover, after), (index, point) in itertools.product(_variants(raw, path),
                                                                    enumerate(_grid_points(raw, path))):
         run_name = ",".join([vname] + [f"{k}={_label(v)}" for k, v in point.items()])
         for seed in seeds:
             source = f"{path}: variant '{run_name}'"
-            layers = [base, vover, nest(point), PROFILES[profile] if profile else None]
-            conf = merge_onto(RunConfig, *layers, source=source)
+            declared = merge_onto(RunConfig, base, vover, nest(point), source=source)
+            conf = merge_onto(RunConfig, declared, PROFILES[profile] if profile else None, source=source)
             # a dependent run starts from its `after` variant's run of the same grid point and seed
             start = {"after": ids[(after, index, int(seed))]} if after else {}
             conf = merge_onto(RunConfig, conf, cli, {"grid": name, "variant": run_name, "seed": int(seed), **start},
@@ -186,7 +239,13 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
                 config.model.validate()
             except ValueError as err:
                 raise UserError(f"{source}: {err}") from None
-            config = resolve_run_config(config, source)
+            config = resolve_run_config(config, source, placement, allow_recipe_change)
+            try:
+                check_keep_best(config)
+            except UserError as err:
+                raise UserError(f"{source}: {err}") from None
+            if recipe and not profile:
+                _check_recipe(config, OmegaConf.to_container(declared.train), source, allow_recipe_change)
             conf = OmegaConf.structured(config)  # what follows from other settings (data sizes) is written out
             rid = run_id_of(conf)
             if rid in seen:
@@ -196,12 +255,44 @@ def load_grid(path, profile: str = None, overrides=None) -> Grid:
             runs.append(Run(rid, run_name, int(seed), config, conf))
     if not runs:
         raise UserError(f"{path}: the grid expands to no runs")
-    return Grid(name, path, runs, dict(raw.get("slurm") or {}), raw.get("executor"), profile)
+    return Grid(name, path, runs, dict(raw.get("slurm") or {}), raw.get("executor"), profile, recipe, schedules,
+                schedule)
+
+
+def check_keep_best(cfg) -> None:
+    """train.keep_best names metrics the run's protocols give, with a direction, measured at checkpoint steps."""
+    tc = cfg.train
+    if not tc.keep_best:
+        return
+    given = {m: sign for p in cfg.eval.protocols if p in PROTOCOLS for m, sign in PROTOCOLS[p].metrics.items()}
+    for metric in tc.keep_best:
+        if given.get(metric) is None:
+            raise UserError(f"train.keep_best: {metric!r} is not a better-or-worse metric of eval.protocols "
+                            f"({', '.join(m for m, s in given.items() if s) or 'none'})")
+    if tc.eval_every % tc.ckpt_every:
+        raise UserError(f"train.keep_best keeps the checkpoint of the best evaluation: evaluations every "
+                        f"{tc.eval_every} steps must fall on checkpoints every {tc.ckpt_every} (make eval_every a "
+                        "multiple of ckpt_every)")
+
+
+def _check_recipe(config, declared: dict, source: str, allow: bool) -> None:
+    """Refuse a run that departs from its grid's declared recipe, or (allowed) record how in train.recipe_change."""
+    changes = [c for c in recipe_changes(declared, config.train)
+               if not (c.startswith("train.global_batch") and config.train.recipe_change)]
+    if not changes:
+        return
+    if not allow:
+        raise UserError(f"{source}: departs from the grid's recipe: {'; '.join(changes)}. Published numbers and "
+                        "the other runs of the grid compare only with runs of its recipe: undo the override, or "
+                        "pass --allow-recipe-change (the run is then labelled in every table)")
+    config.train.recipe_change = "; ".join(c for c in (config.train.recipe_change, *changes) if c)
 
 
 def grid_folder(grid_arg: str, site) -> Path:
     """runs/<grid>/ of a grid given by name or by its YAML file; a UserError when it has no runs yet."""
-    name = load_grid(grid_arg).name if str(grid_arg).endswith((".yaml", ".yml")) else grid_arg
+    name = grid_arg
+    if str(grid_arg).endswith((".yaml", ".yml")):  # its name only: no need to resolve its runs here
+        name = grid_info(grid_arg).get("name") or load_grid(grid_arg).name
     root = Path(site.paths.runs) / name
     if not root.exists():
         raise UserError(f"no runs for grid '{name}' under {root}: run `galip-bench run` first")
@@ -214,8 +305,9 @@ def grid_info(grid_arg: str) -> dict:
     if not path.is_file():
         return {}
     raw = read_yaml(path)
+    slurm = OmegaConf.to_container(raw["slurm"]) if OmegaConf.is_dict(raw.get("slurm")) else {}
     return {"path": str(path), "name": str(raw.get("name") or path.stem), "description": raw.get("description"),
-            "profile": raw.get("profile"), "executor": raw.get("executor"),
+            "profile": raw.get("profile"), "executor": raw.get("executor"), "slurm": slurm,
             "variants": [str(v.get("name")) for v in (raw.get("variants") or []) if hasattr(v, "get")]}
 
 
@@ -242,7 +334,7 @@ def describe_grids(folder) -> list:
     for path in sorted(Path(folder).glob("*.yaml")):
         info = grid_info(str(path))
         try:
-            runs = len(load_grid(path).runs)
+            runs = len(load_grid(path, placement=Placement("local")).runs)  # any placement: only counted
         except UserError as err:
             runs = f"does not load: {err}"
         rows.append({"file": str(path), "name": info.get("name"), "description": info.get("description") or "",

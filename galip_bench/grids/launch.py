@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from galip_bench.config.io import merge_onto, to_object
+from galip_bench.config.recipe import placement_of
 from galip_bench.config.schema import RunConfig, SiteConfig
 from galip_bench.errors import UserError
 from galip_bench.grids.grid import legacy_run_id_of
@@ -40,7 +41,8 @@ class RunJob(submitit.helpers.Checkpointable):
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
         if threads:
             torch.set_num_threads(threads)
-        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        tasks = os.environ.get("SLURM_NTASKS") or os.environ.get("SUBMITIT_LOCAL_NTASKS") or "1"
+        if int(tasks) > 1:  # a multi-process run: SLURM tasks, or the local executor's tasks_per_node
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         cfg = to_object(merge_onto(RunConfig, OmegaConf.create(self.conf_yaml), source=self.run_path))
         site = to_object(merge_onto(SiteConfig, OmegaConf.create(self.site_yaml), source="site"))
@@ -48,9 +50,9 @@ class RunJob(submitit.helpers.Checkpointable):
         make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress)
         try:
             out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache,
-                            weights_dir=site.paths.weights)
+                            weights_dir=site.paths.weights, timeout=process_group_timeout(cfg))
         except BaseException as err:
-            if not isinstance(err, (KeyboardInterrupt, SystemExit)):
+            if not isinstance(err, (KeyboardInterrupt, SystemExit)) and int(os.environ.get("RANK", 0)) == 0:
                 line = (str(err).splitlines() or [""])[0]
                 run_dir.set_status("failed", error=f"{type(err).__name__}: {line}")
             raise
@@ -65,11 +67,21 @@ class RunJob(submitit.helpers.Checkpointable):
 
 
 def evaluator_factory(cfg, site, allow_download: bool = False, progress: bool = True):
-    """`make_evaluator(device)` for train_run (None without protocols): the run's evaluation, on rank 0."""
+    """`make_evaluator(device)` for train_run (None without protocols): the run's evaluation, built on every rank
+    (each evaluates its share of the plan; rank 0 gets the records)."""
     if not cfg.eval.protocols:
         return None
     from galip_bench.evaluation.driver import Evaluator
     return lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device, allow_download, progress)
+
+
+def process_group_timeout(cfg):
+    """The process-group timeout of a multi-process run, sized to its evaluation (where ranks wait longest: every
+    rank generates its share, then rank 0 computes references and metrics); None (torch's default) otherwise."""
+    if cfg.train.processes == 1 or not cfg.eval.protocols:
+        return None
+    from galip_bench.evaluation.planning import evaluation_timeout
+    return evaluation_timeout(cfg.eval, cfg.eval.data or cfg.data)
 
 
 def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool = False) -> dict:
@@ -79,7 +91,7 @@ def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool
     run_dir = RunDir(Path(site.paths.runs) / grid_name / run.run_id)
     run_dir.write_config(run.conf)
     out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download), cache_dir=site.paths.cache,
-                    weights_dir=site.paths.weights)
+                    weights_dir=site.paths.weights, timeout=process_group_timeout(run.config))
     return {**out, "folder": run_dir.path}
 
 
@@ -104,6 +116,8 @@ def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
         cpus_per_task=slurm["cpus_per_task"], mem_gb=slurm["mem_gb"], timeout_min=slurm["time_min"],
         slurm_array_parallelism=slurm["array_parallelism"], slurm_additional_parameters=dict(slurm["additional"]),
         slurm_setup=list(slurm["setup"]), name="galip-bench",
+        # a task that fails ends its job's other tasks, instead of leaving them in a collective until its timeout
+        slurm_srun_args=["--kill-on-bad-exit=1"],
     )
     if slurm.get("partition"):
         params["slurm_partition"] = slurm["partition"]
@@ -115,6 +129,33 @@ def make_executor(site: SiteConfig, folder: Path, grid_slurm: dict, gpus: int):
         params.pop("gpus_per_node")
     executor.update_parameters(**params)
     return executor
+
+
+def _local_threads(run, parallel_runs: int):
+    """torch threads per process of a local run: the machine's cores shared by the runs and their processes."""
+    share = parallel_runs * run.config.train.processes
+    return max((os.cpu_count() or 1) // share, 1) if share > 1 else None
+
+
+def uses_gpus(run, gpus: int) -> bool:
+    return gpus > 0 and run.config.train.device != "cpu"
+
+
+def local_parallel(runs, site: SiteConfig, gpus: int) -> int:
+    """How many local runs train at once: max_local_parallel, and no more GPU runs than the GPUs hold side by side."""
+    chunk = max(site.max_local_parallel, 1)
+    need = max([r.config.train.processes for r in runs if uses_gpus(r, gpus)], default=0)
+    return max(1, min(chunk, gpus // need)) if need else chunk
+
+
+def local_job_parameters(run, first_gpu: int, gpus: int) -> dict:
+    """The local executor's tasks and GPUs for a run: one task per process; a GPU run gets `processes` GPUs of its
+    own from `first_gpu` on, a CPU run none (submitit then hides the GPUs from it)."""
+    processes = run.config.train.processes
+    if not uses_gpus(run, gpus):
+        return {"tasks_per_node": processes, "gpus_per_node": 0, "visible_gpus": ()}
+    return {"tasks_per_node": processes, "gpus_per_node": processes,
+            "visible_gpus": tuple(range(first_gpu, first_gpu + processes))}
 
 
 def adopt_legacy_folder(root: Path, run) -> None:
@@ -159,10 +200,12 @@ def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = F
     if todo:
         site_yaml = OmegaConf.to_yaml(OmegaConf.structured(site))
         in_process = site.executor == "debug"
-        chunk = len(todo) if site.executor == "slurm" else max(site.max_local_parallel, 1)
-        threads = max((os.cpu_count() or 1) // chunk, 1) if site.executor == "local" and chunk > 1 else None
+        chunk = (len(todo) if site.executor == "slurm" else local_parallel(todo, site, placement_of(site).gpus)
+                 if site.executor == "local" else max(site.max_local_parallel, 1))
         jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
-                                    allow_download, progress=in_process and progress, threads=threads) for r in todo}
+                                    allow_download, progress=in_process and progress,
+                                    threads=_local_threads(r, chunk) if site.executor == "local" else None)
+                   for r in todo}
         executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
         bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait),
                    **progress_options())
@@ -227,8 +270,15 @@ def _submit(executor, runs: list, jobs_of: dict, submitted: dict, site: SiteConf
     waiting = [r for r in runs if r.config.after in submitted] if site.executor == "slurm" else []
     free = [r for r in runs if r not in waiting]
     jobs = {}
-    if free:
-        with children_ignore_sigint(site.executor == "local"), executor.batch():
+    if free and site.executor == "local":  # one job each: each has its own processes (tasks) and GPUs
+        gpus, first_gpu = placement_of(site).gpus, 0  # launch() starts no more GPU runs at once than fit
+        with children_ignore_sigint(True):
+            for run in free:
+                executor.update_parameters(**local_job_parameters(run, first_gpu, gpus))
+                first_gpu += run.config.train.processes if uses_gpus(run, gpus) else 0
+                jobs[run.run_id] = executor.submit(jobs_of[run.run_id])
+    elif free:
+        with executor.batch():
             jobs.update({r.run_id: executor.submit(jobs_of[r.run_id]) for r in free})
     extra = dict(slurm_settings(site, grid_slurm)["additional"])
     for run in waiting:

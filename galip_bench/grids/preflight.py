@@ -6,7 +6,6 @@ from galip_bench.config.schema import DataConfig
 from galip_bench.data import require_root, shard_pattern
 from galip_bench.data.layouts import CAPTION_FOLDER, coco_folder, cub_folders, require_dir, require_manifest, split_file
 from galip_bench.errors import UserError
-from galip_bench.grids.dryrun import world_size
 from galip_bench.evaluation.planning import preview
 from galip_bench.evaluation.protocols import protocol_class
 from galip_bench.metrics.weights import resolve_weights
@@ -51,9 +50,6 @@ def check_run(cfg, site, allow_download: bool = False) -> None:
 def check_grid(grid, site, allow_download: bool = False) -> None:
     for run in grid.runs:
         try:
-            if run.config.system == "clipgen" and world_size(site, grid) > 1:
-                raise UserError(f"CLIP-GEN runs train on one process for now; this grid's SLURM jobs would start "
-                                f"{world_size(site, grid)} (set slurm gpus_per_node: 1 and nodes: 1 for it)")
             check_run(run.config, site, allow_download)
         except UserError as err:
             raise UserError(f"{grid.path}: run '{run.name}' (seed {run.seed}): {err}") from None

@@ -30,16 +30,44 @@ class ClipScoreGALIP:
     def __init__(self, batch: int | None = None):
         self.batch = batch
         self.cosines: list[torch.Tensor] = []
+        self.merged = None  # (sum of batch means, batches, samples) of every process, after `sync`
 
     def update(self, img_emb, txt_emb) -> None:
         self.cosines.append(_cosine(img_emb, txt_emb))  # stays on its device: no wait for the GPU per batch
 
-    def result(self) -> float:
+    def _batch_means(self) -> list:
         if not self.cosines:
-            raise ValueError("no samples were accumulated")
+            return []
         cos = torch.cat(self.cosines).cpu()
-        chunks = cos.split(self.batch or len(cos))
-        return float(sum(c.mean().item() for c in chunks) / len(chunks))
+        return [c.mean().item() for c in cos.split(self.batch or len(cos))]
+
+    @property
+    def n(self) -> int:
+        return self.merged[2] if self.merged else sum(len(c) for c in self.cosines)
+
+    def sync(self, comm) -> None:
+        """Sum the batch means, batch counts and sample counts of every process in float64 (each process calls it;
+        `comm`: ``galip_bench.distributed``'s collectives). Each process's share must be whole score
+        batches, as the sharded evaluation gives it (then the batches are the one-process batches)."""
+        if comm.rank_size()[1] == 1:
+            return
+        if self.batch is None:
+            raise ValueError("a CLIP score over one batch of all samples cannot be merged across processes")
+        means = self._batch_means()
+        local = torch.tensor([sum(means), float(len(means)), float(self.n)], dtype=torch.float64)
+        total, batches, samples = comm.all_reduce(local).tolist()
+        self.merged = (total, int(round(batches)), int(round(samples)))
+
+    def result(self) -> float:
+        if self.merged is not None:
+            total, batches, _ = self.merged
+            if not batches:
+                raise ValueError("no samples were accumulated")
+            return float(total / batches)
+        means = self._batch_means()
+        if not means:
+            raise ValueError("no samples were accumulated")
+        return float(sum(means) / len(means))
 
 
 class ClipScore:
@@ -51,6 +79,15 @@ class ClipScore:
     def update(self, img_emb, txt_emb) -> None:
         self.total = self.total + (100.0 * _cosine(img_emb, txt_emb).clamp(min=0)).sum()  # a device tensor
         self.n += len(img_emb)
+
+    def sync(self, comm) -> None:
+        """Sum every process's total and count in float64 (each process calls it; `comm`:
+        ``galip_bench.distributed``'s collectives)."""
+        if comm.rank_size()[1] == 1:
+            return
+        local = torch.tensor([float(self.total), float(self.n)], dtype=torch.float64)
+        total, n = comm.all_reduce(local).tolist()
+        self.total, self.n = total, int(round(n))
 
     def result(self) -> float:
         if self.n == 0:
@@ -89,20 +126,25 @@ class ClipEmbedder:
     """An open_clip model that embeds images ([-1, 1] tensors) and captions; used by ``clip_score`` and ``fid_clip``.
 
     ``weights``: a file (OpenAI ``ViT-B-32.pt`` or an open_clip checkpoint) or None for random init (tests).
+    ``precision`` (``fp16_weights=True`` is ``clip.load-fp16``): ``fp32``, or ``clip.load-fp16``, which matches the
+    official GALIP code's CLIP4evl as OpenAI's ``clip.load(device="cuda")`` builds it: ``convert_weights`` puts the
+    conv/linear/attention weights and biases and the ``text_projection``/``proj`` matrices in fp16 before the
+    weights are loaded, the LayerNorms and the embeddings stay fp32 and the LayerNorms compute in fp32 (open_clip's
+    ``create_model(precision="fp16")``: ``LayerNormFp32`` + ``convert_weights_to_lp``, the same rule).
     """
 
     def __init__(self, model_name: str = "ViT-B-32-quickgelu", weights=None, preprocess: str = "standard",
-                 device="cpu", fp16_weights: bool = False):
+                 device="cpu", fp16_weights: bool = False, precision: str | None = None):
         import open_clip
 
         from galip_bench.metrics.weights import read_clip_state_dict
-        self.model = open_clip.create_model(model_name, device=device)
-        if weights:
+        from models.clip import check_precision
+        self.precision = check_precision(precision or ("clip.load-fp16" if fp16_weights else "fp32"))
+        low = self.precision == "clip.load-fp16"
+        self.model = open_clip.create_model(model_name, device=device, precision="fp16" if low else "fp32")
+        if weights:  # load_state_dict casts each value to its parameter's dtype, as clip.load's build_model
             self.model.load_state_dict(read_clip_state_dict(weights))
-        self.dtype = torch.float32
-        if fp16_weights:  # as OpenAI's clip.load on a GPU: conv/linear/attention weights and projections in fp16
-            open_clip.model.convert_weights_to_lp(self.model, torch.float16)
-            self.dtype = torch.float16
+        self.dtype = torch.float16 if low else torch.float32  # what the image tower's first conv takes
         self.model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess = PREPROCESS[preprocess]

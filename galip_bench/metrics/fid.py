@@ -87,6 +87,35 @@ class StatsAccumulator:
         self._shift, self._sum, self._outer = (_as_numpy64(x) if torch.is_tensor(x) else x
                                                for x in (self._shift, self._sum, self._outer))
 
+    def sync(self, comm) -> None:
+        """Merge every process's moments into this accumulator (each process calls it, in the same order as every
+        other collective; a process that saw no features takes part too). `comm`: the collectives of
+        ``galip_bench.distributed`` (rank_size, all_reduce, broadcast). The sums are re-centred on one
+        common shift, the first process with samples' (rank 0's first batch mean in a sharded plan: the shift one
+        process would use), then summed in float64; afterwards every process holds the merged moments."""
+        rank, size = comm.rank_size()
+        if size == 1:
+            return
+        self._to_numpy()
+        dim = int(comm.all_reduce(torch.tensor([float(self.dim if self.n else 0)], dtype=torch.float64), "max"))
+        if dim == 0:  # no process saw a feature
+            return
+        if self.n and self.dim != dim:
+            raise ValueError(f"processes accumulated features of different sizes ({self.dim} vs {dim})")
+        src = int(comm.all_reduce(torch.tensor([float(rank if self.n else size)], dtype=torch.float64), "min"))
+        own = torch.from_numpy(np.asarray(self._shift if self.n else np.zeros(dim), dtype=np.float64))
+        shift = comm.broadcast(own, src).numpy()
+        n, total, outer = self.n, np.zeros(dim), np.zeros((dim, dim))
+        if n:
+            # x - shift = (x - own) + d: sum += n d, outer += sum d^T + d sum^T + n d d^T
+            d = self._shift - shift
+            total = self._sum + n * d
+            outer = self._outer + np.outer(self._sum, d) + np.outer(d, self._sum) + n * np.outer(d, d)
+        packed = np.concatenate([[float(n)], total, outer.ravel()])
+        merged = comm.all_reduce(torch.from_numpy(packed)).numpy()
+        self.n, self.dim, self._shift = int(round(merged[0])), dim, shift
+        self._sum, self._outer = merged[1:1 + dim], merged[1 + dim:].reshape(dim, dim)
+
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < 2:
             raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
@@ -113,6 +142,15 @@ class FeatureBank:
     def state(self) -> dict:
         features = np.concatenate(self.chunks) if self.chunks else np.zeros((0, 0))
         return {"features": features, "n": np.array(len(features))}
+
+    def sync(self, comm) -> None:
+        """Gather every process's features, in rank order (a sharded plan's order), onto process 0 (each process
+        calls it; `comm`: ``galip_bench.distributed``'s collectives). The other processes keep their own."""
+        if comm.rank_size()[1] == 1:
+            return
+        gathered = comm.gather_rows(torch.from_numpy(self.state()["features"]))
+        if gathered is not None:
+            self.chunks = [gathered.numpy()]
 
 
 def load_stats_npz(path) -> dict:

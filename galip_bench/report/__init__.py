@@ -17,6 +17,8 @@ from galip_bench.runs.rundir import RunDir
 
 __all__ = ["build_report", "load_runs", "tables", "plots"]
 
+RECIPE_CHANGED = plots.RECIPE_CHANGED  # the variant label's marker of a run made with --allow-recipe-change
+
 
 def load_runs(grid_root, variant_order=None) -> tuple:
     """(runs, records, configs): results.collect / metric_records with the variant and seed filled from config.yaml
@@ -25,6 +27,11 @@ def load_runs(grid_root, variant_order=None) -> tuple:
     recs = results.metric_records(grid_root)
     configs = {p.name: RunDir(p).read_config() for p in results.run_dirs(grid_root)}
     statuses = {p.name: RunDir(p).status() for p in results.run_dirs(grid_root)}
+    for run_id, config in configs.items():
+        train = config.get("train") or {}
+        if train.get("batch_size") and "processes" not in train:
+            # written before processes were recorded: batch_size was the whole step of each of its processes
+            train["global_batch"] = train["batch_size"] * int(statuses[run_id].get("world_size") or 1)
     if not runs.empty:
         runs["variant"] = [v if isinstance(v, str) else configs[r].get("variant", "default")
                            for r, v in zip(runs["run_id"], runs["variant"])]
@@ -39,6 +46,11 @@ def load_runs(grid_root, variant_order=None) -> tuple:
         recs["variant"] = [v if isinstance(v, str) else configs[r].get("variant", "default")
                            for r, v in zip(recs["run_id"], recs["variant"])]
     labels = config_labels(runs, configs)  # runs of one variant under different configs never share a row
+    for run_id in (runs["run_id"] if not runs.empty else []):  # --allow-recipe-change: labelled everywhere
+        change = tables.run_recipe(configs.get(run_id))["recipe_change"]
+        if change:
+            base = labels.get(run_id, runs.loc[runs["run_id"] == run_id, "variant"].iloc[0])
+            labels[run_id] = f"{base} [{RECIPE_CHANGED}: {change}]"
     if labels:
         runs["variant"] = [labels.get(r, v) for r, v in zip(runs["run_id"], runs["variant"])]
         if not recs.empty:
@@ -149,7 +161,41 @@ def _runs_section(runs) -> list:
     return lines + [tables.markdown_table(pd.DataFrame(rows)), ""]
 
 
-def _results_section(table, grid, refs, smoke: bool = False) -> list:
+def budget_lines(runs, configs) -> list:
+    """The training budget of the grid's runs as a fraction of the official run on their data (one line per
+    distinct budget): steps = status.json's `steps` (the run's total), global batch from its config."""
+    from galip_bench.config.recipe import describe_budget
+    budgets = {}
+    for r in (runs.itertuples() if not runs.empty else []):
+        config = configs.get(r.run_id) or {}
+        kind = (config.get("data") or {}).get("kind")
+        steps = int(r.steps) if r.steps == r.steps and r.steps else None
+        gb = tables.run_recipe(config)["global_batch"]
+        text = (describe_budget(kind, steps, gb) if steps and gb else None) or (
+            f"no official run to compare with (data {kind or 'unknown'})" if steps and gb else
+            "not known (the run records no total steps or global batch)")
+        budgets.setdefault(text, []).append(str(r.variant))
+    if not budgets:
+        return []
+    lines = ["**Training budget** (samples trained, against the official GALIP run on the same data):"]
+    for text, variants in budgets.items():
+        names = ", ".join(dict.fromkeys(variants))
+        lines.append(f"- {text}" + (f" ({names})" if len(budgets) > 1 else ""))
+    return lines + [""]
+
+
+SPLIT_REFERENCE_NOTE = ("Reference statistics: project-computed from the test split (`{ref}`), not GALIP's released "
+                        "npz; numbers against them are comparable among these runs only, not to published ones.")
+
+
+def _split_references(recs, proto) -> list:
+    if recs.empty or "settings" not in recs:
+        return []
+    refs = {s.get("reference") for s in recs.loc[recs["protocol"] == proto, "settings"] if isinstance(s, dict)}
+    return sorted(r for r in refs if isinstance(r, str) and r.startswith("split:"))
+
+
+def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
     lines = ["## Results", ""]
     if smoke:
         lines += ["**Smoke profile**: these numbers come from small random-init stand-in extractors and the tiny "
@@ -159,12 +205,17 @@ def _results_section(table, grid, refs, smoke: bool = False) -> list:
              "Mean ± sample std (ddof=1) over the seeds of each variant's finished runs; `final`: the last "
              "evaluated step, `best`: the best value over evaluated steps (↓ lower is better, ↑ higher). "
              "† provisional: the variant has no finished run, its numbers come from unfinished (running or "
-             "failed) runs. Published values (and Δ = ours − published) appear only where the protocol and its "
-             "settings match.", ""]
+             "failed) runs. Published values (and Δ = ours − published) appear only where the record matches the "
+             "published number's protocol settings, dataset, plan and N, reference and training recipe (global "
+             "batch, length, precision, noise); otherwise the cell names the first setting that differs. Variants "
+             f"marked `[{RECIPE_CHANGED}: ...]` ran with --allow-recipe-change and are never compared with a "
+             "published number.", ""]
     if table.empty:
         return lines + ["No metric records yet.", ""]
     for proto in dict.fromkeys(table["protocol"]):
         lines += [f"### {proto}", "", tables.markdown_table(tables.protocol_frame(table, proto)), ""]
+        for ref in _split_references(recs if recs is not None else pd.DataFrame(), proto):
+            lines += [SPLIT_REFERENCE_NOTE.format(ref=ref), ""]
         notes = table[(table["protocol"] == proto) & (table["notes"] != "")]
         for r in notes.itertuples():
             lines.append(f"- {r.variant} / {r.metric}: {r.notes}")
@@ -172,13 +223,23 @@ def _results_section(table, grid, refs, smoke: bool = False) -> list:
     return lines
 
 
+def _reference_text(r) -> str:
+    plan = r["plan"] if r["plan"] == tables.NOT_STATED else _settings_text(r["plan"])
+    recipe = r["recipe"] if r["recipe"] == tables.NOT_STATED else ", ".join(
+        f"{k} {v}" for k, v in r["recipe"].items() if v is not None)
+    return (f"- {r['variant']} / {r['metric']}: {r['value']:g} ({r['label']}; {r['source']}, {r['url']}); "
+            f"dataset {r['dataset']}; protocol `{r['protocol']}`; plan: {plan}; reference {r['reference']}; "
+            f"recipe: {recipe}")
+
+
 def _references_section(grid, refs) -> list:
     mine = [r for r in refs["references"] if r["grid"] == grid]
     lines = ["## Paper references", ""]
     if mine:
-        lines += [f"- {r['variant']} / {r['metric']}: {r['value']:g} ({r['label']}; {r['source']}; protocol "
-                  f"`{r['protocol']}`" + (f", {_settings_text(r['settings'])}" if r.get("settings") else "") + ")"
-                  for r in mine]
+        lines += [_reference_text(r) for r in mine]
+        if any(tables.NOT_STATED in (r["plan"], r["recipe"]) for r in mine):
+            lines += ["", f"Entries whose plan or recipe is '{tables.NOT_STATED}' are listed here only: the source "
+                          "does not say what they were measured on, so they never stand beside a run."]
     else:
         lines.append(f"No published numbers recorded for grid `{grid}` (cells stay empty).")
     params = refs.get("parameters") or {}
@@ -216,13 +277,18 @@ def build_report(grid_root, out_dir, grid: str = None, info: dict = None, refere
     info = dict(info or {})
     refs = references if isinstance(references, dict) else tables.load_references(references)
     runs, recs, configs = load_runs(grid_root, info.get("variants"))
-    table = tables.summarize(runs, recs, grid, refs["references"])
+    table = tables.summarize(runs, recs, grid, refs["references"], configs)
+    if not table.empty:  # said in every table (csv column, tex caption), as under the markdown tables
+        table["reference_note"] = [
+            f"project-computed reference ({', '.join(_split_references(recs, p))}), not GALIP's released npz"
+            if _split_references(recs, p) else "" for p in table["protocol"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     made = plots.all_plots(runs, recs, table, grid_root, out_dir)
     md = [f"# Report: {grid}", ""]
+    md += budget_lines(runs, configs)
     md += _what_was_run(grid, info, runs, recs, configs, refs)
     md += _runs_section(runs)
-    md += _results_section(table, grid, refs, smoke_numbers(info, configs, recs))
+    md += _results_section(table, grid, refs, smoke_numbers(info, configs, recs), recs)
     md += _references_section(grid, refs)
     md += _plots_section(made, out_dir)
     text = "\n".join(md).rstrip() + "\n"

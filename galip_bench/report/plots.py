@@ -13,6 +13,14 @@ import pandas as pd  # noqa: E402
 
 from galip_bench.files import atomic_write  # noqa: E402
 
+RECIPE_CHANGED = "recipe changed"  # in the variant label of a run made with --allow-recipe-change
+
+
+def recipe_note(variants) -> str:
+    """A plot title's second line when a plotted variant ran with a changed recipe (its label says how)."""
+    changed = [str(v) for v in variants if f"[{RECIPE_CHANGED}:" in str(v)]
+    return f"\n{RECIPE_CHANGED} (--allow-recipe-change): {', '.join(changed)}" if changed else ""
+
 
 def _save(fig, path) -> Path:
     buf = io.BytesIO()
@@ -43,7 +51,7 @@ def metric_curves(recs: pd.DataFrame, out_dir, order=()) -> list:
                 ax.fill_between(x, y - sd, y + sd, alpha=0.2)
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs step (mean ± std over seeds)")
+        ax.set_title(f"{metric} vs step (mean ± std over seeds)" + recipe_note(set(g["variant"])), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         made.append((f"{metric} against training step", _save(fig, Path(out_dir) / f"curve_{safe_name(metric)}.png")))
@@ -82,7 +90,8 @@ def metric_bars(table: pd.DataFrame, out_dir) -> list:
         ax.set_xlim(-0.6, len(g) - 0.4)
         ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(g["variant"], g["n_seeds"])], fontsize=7)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} at the final step (mean ± std over seeds; hollow: unfinished)", fontsize=9)
+        ax.set_title(f"{metric} at the final step (mean ± std over seeds; hollow: unfinished)"
+                     + recipe_note(g["variant"]), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         made.append((f"{metric} across variants", _save(fig, Path(out_dir) / f"bar_{safe_name(metric)}.png")))
     return made
@@ -126,7 +135,7 @@ def speed_plot(recs: pd.DataFrame, out_dir, order=()) -> list:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
-    ax.set_title("synthesis speed (text encoder + generator)")
+    ax.set_title("synthesis speed (text encoder + generator)" + recipe_note(set(points["variant"])), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return [("speed against batch size", _save(fig, Path(out_dir) / "speed.png"))]
@@ -163,6 +172,7 @@ def sample_sheets(runs: pd.DataFrame, grid_root, out_dir) -> list:
         ax.axis("off")
         step = re.search(r"(\d+)", sheet.stem)
         title = f"{variant} (seed {r.seed}, run {r.run_id}, step {int(step.group(1)) if step else '?'}, {r.state})"
+        title += recipe_note([variant])
         text = title + "\n" + "\n".join(f"{i + 1}. {c}" for i, c in enumerate(captions))
         fig.text(0.01, (1 - img_frac) - 0.01, text, va="top", ha="left", fontsize=7, family="monospace")
         made.append((f"samples: {variant}", _save(fig, Path(out_dir) / f"samples_{safe_name(variant)}.png")))

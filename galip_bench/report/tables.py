@@ -16,6 +16,18 @@ ORDER = {"finished": 0, "running": 1, "pending": 2, "failed": 3}
 
 # ---- references ----------------------------------------------------------------------------------------------------
 
+NOT_STATED = "not stated"  # a plan or recipe the source does not give: its number is never shown beside a run
+DATASETS = ("coco", "cub")
+REQUIRED = ("grid", "variant", "protocol", "metric", "value", "label", "source", "url", "dataset", "plan",
+            "reference", "recipe")
+# the plan of a published number: what the record's settings must equal (N first: the most telling difference)
+PLAN_FIELDS = ("num_samples",) + tuple(k for k in PLAN_KEYS if k != "plan_num_samples")
+# the recipe of a published number, against the run's config.yaml train section; `length` is text for the reader
+RECIPE_FIELDS = {"global_batch": "global batch", "batch_size": "batch size", "precision": "precision",
+                 "epochs": "epochs", "steps": "steps", "noise": "noise", "tf32": "tf32"}
+RECIPE_REQUIRED = ("global_batch", "precision", "epochs")
+
+
 def default_references_path():
     local = Path("reports/paper_reference.yaml")
     if local.is_file():
@@ -24,8 +36,50 @@ def default_references_path():
     return shipped if shipped.is_file() else None
 
 
+def _entry_name(i: int, ref) -> str:
+    if not isinstance(ref, dict):
+        return f"references[{i}]"
+    what = "/".join(str(ref[k]) for k in ("grid", "variant", "metric", "label") if k in ref)
+    return f"references[{i}]" + (f" ({what})" if what else "")
+
+
+def check_reference(ref, where: str) -> None:
+    """A UserError naming the entry unless it has every field of the schema (docs/report.md) with valid values."""
+    if not isinstance(ref, dict):
+        raise UserError(f"{where}: expected a mapping with {', '.join(REQUIRED)}")
+    missing = [k for k in REQUIRED if k not in ref]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}")
+    if not str(ref["url"]).startswith(("https://", "http://")):
+        raise UserError(f"{where}: url must be a web address a reader can open, got {ref['url']!r}")
+    if ref["dataset"] not in DATASETS:
+        raise UserError(f"{where}: dataset must be one of {', '.join(DATASETS)}, got {ref['dataset']!r}")
+    plan, recipe = ref["plan"], ref["recipe"]
+    if plan != NOT_STATED:
+        if not isinstance(plan, dict):
+            raise UserError(f"{where}: plan must be a mapping of {', '.join(PLAN_FIELDS)} or '{NOT_STATED}'")
+        unknown, absent = set(plan) - set(PLAN_FIELDS) - {"plan_num_samples"}, set(PLAN_FIELDS) - set(plan)
+        if unknown or absent:
+            raise UserError(f"{where}: plan " + "; ".join(
+                t for t in (f"has unknown key(s) {', '.join(sorted(unknown))}" if unknown else "",
+                            f"lacks {', '.join(k for k in PLAN_FIELDS if k in absent)}" if absent else "") if t))
+    if recipe != NOT_STATED:
+        if not isinstance(recipe, dict):
+            raise UserError(f"{where}: recipe must be a mapping ({', '.join(RECIPE_FIELDS)}, length) or "
+                            f"'{NOT_STATED}'")
+        unknown = set(recipe) - set(RECIPE_FIELDS) - {"length"}
+        absent = [k for k in RECIPE_REQUIRED if k not in recipe]
+        if unknown or absent:
+            raise UserError(f"{where}: recipe " + "; ".join(
+                t for t in (f"has unknown key(s) {', '.join(sorted(unknown))}" if unknown else "",
+                            f"lacks {', '.join(absent)}" if absent else "") if t))
+        if recipe["epochs"] is None and recipe.get("steps") is None and not recipe.get("length"):
+            raise UserError(f"{where}: recipe states no length: give epochs (or steps), or `length` saying why not")
+
+
 def load_references(path=None) -> dict:
-    """{'references': [...], 'parameters': {...}, 'sources': {...}} from paper_reference.yaml (empty when absent)."""
+    """{'references': [...], 'parameters': {...}, 'sources': {...}} from paper_reference.yaml (empty when absent).
+    Every entry must carry its source and URL, dataset, plan, protocol, reference and recipe (check_reference)."""
     path = Path(path) if path else default_references_path()
     if path is None:
         return {"references": [], "parameters": {}, "sources": {}}
@@ -37,32 +91,103 @@ def load_references(path=None) -> dict:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     refs = raw.get("references") or []
     for i, ref in enumerate(refs):
-        missing = {"grid", "variant", "protocol", "metric", "value", "label", "source"} - set(ref)
-        if missing:
-            raise UserError(f"{path}: references[{i}] lacks {', '.join(sorted(missing))}")
+        check_reference(ref, f"{path}: {_entry_name(i, ref)}")
     return {"references": refs, "parameters": raw.get("parameters") or {}, "sources": raw.get("sources") or {},
             "path": str(path)}
 
 
+def _show(value, quote: bool = False) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:g}"
+    return repr(value) if quote else str(value)
+
+
+def dataset_kind(dataset):
+    """'coco' of a record's dataset id ('coco:test:<hash>'), None when unrecorded."""
+    return str(dataset).split(":")[0] if isinstance(dataset, str) and dataset else None
+
+
+def run_recipe(config: dict) -> dict:
+    """The recipe a run followed, from its config.yaml (RunDir.read_config()): the train section's global batch
+    (configs written before train.global_batch existed: batch_size x processes x grad_accum), batch size, processes,
+    accumulation, length, precision, noise (absent: per_rank), tf32 and recipe_change (set only by
+    `run --allow-recipe-change`)."""
+    from galip_bench.config.recipe import global_batch_of
+    train = dict((config or {}).get("train") or {})
+    gb = global_batch_of(train) if train.get("global_batch") or train.get("batch_size") else None
+    return {"global_batch": gb, "batch_size": train.get("batch_size"), "processes": train.get("processes"),
+            "grad_accum": train.get("grad_accum"), "epochs": train.get("epochs"), "steps": train.get("steps"),
+            "precision": train.get("precision"), "noise": train.get("noise") or "per_rank",
+            "tf32": bool(train.get("tf32", False)), "recipe_change": train.get("recipe_change") or None}
+
+
 def reference_mismatch(ref: dict, settings: dict):
-    """None when `settings` (a record's) agree with the published number's: every setting the protocol spec lists as
-    `comparable` must be the protocol's default (the plan and the reference as the reference entry states them),
-    else why not."""
+    """None when `settings` (a record's) agree with the published number's protocol settings, else the first that
+    differs: the entry's plan and N, its reference, the smoke stand-in, then every other setting the protocol spec
+    lists as `comparable` at the protocol's defaults."""
     if settings.get("protocol", ref["protocol"]) != ref["protocol"]:
         return f"protocol {settings.get('protocol')} ≠ {ref['protocol']}"
+    if ref["plan"] == NOT_STATED:
+        return f"the source's sample plan and N are {NOT_STATED}"
     cls = PROTOCOLS.get(ref["protocol"])
     defaults = cls().settings_dict() if cls is not None else {}
     stated = PLAN_KEYS + ("reference",)
-    wanted = {k: defaults[k] for k in (cls.comparable if cls else ()) if k in defaults and k not in stated}
-    wanted["smoke"] = False
-    wanted.update(ref.get("settings") or {})
+    wanted = {**ref["plan"], "reference": ref["reference"], "smoke": False}
+    wanted.update({k: defaults[k] for k in (cls.comparable if cls else ()) if k in defaults and k not in stated})
     for key, value in wanted.items():
         have = settings.get(key, SETTING_DEFAULTS.get(key))
         if isinstance(value, tuple):
             value = dict(value)
         if have != value:
-            return f"{key} {have!r} ≠ {value!r}"
+            return f"{key} {_show(have, quote=True)} ≠ {_show(value, quote=True)}"
     return None
+
+
+def recipe_mismatch(ref: dict, recipe: dict):
+    """None when the run's recipe (run_recipe) has every value the published number's recipe states (a null value,
+    e.g. an unstated length, is not checked), else the first that differs."""
+    want = ref["recipe"]
+    if want == NOT_STATED:
+        return f"the source's training recipe is {NOT_STATED}"
+    for key, name in RECIPE_FIELDS.items():
+        if want.get(key) is None:
+            continue
+        have = recipe.get(key)
+        if key in ("epochs", "steps") and have is None:
+            other = "steps" if key == "epochs" else "epochs"
+            ran = f"the run is {_show(recipe.get(other))} {other}" if recipe.get(other) else "not recorded"
+            return f"{name}: {ran}, the source {_show(want[key])} {name}"
+        if have != want[key]:
+            return f"{name} {_show(have) if have is not None else 'not recorded'} ≠ {_show(want[key])}"
+    return None
+
+
+def comparability(ref: dict, settings: dict, dataset=None, recipe=None):
+    """None when a published number may stand beside a record: the run's recipe was not changed by
+    --allow-recipe-change, the record's dataset, protocol settings, plan, N and reference are the entry's, and
+    the run's recipe has the entry's. Otherwise the first setting that differs, as the report cell shows it."""
+    recipe = recipe or {}
+    if recipe.get("recipe_change"):
+        return f"recipe changed: {recipe['recipe_change']}"
+    kind = dataset_kind(dataset)
+    if kind != ref["dataset"]:
+        return f"dataset {kind or 'not recorded'} ≠ {ref['dataset']}"
+    return reference_mismatch(ref, settings or {}) or recipe_mismatch(ref, recipe)
+
+
+def length_remark(ref: dict):
+    """The cell's remark when the published number's training length is not a checked epochs/steps value: 'length
+    not stated: not checked', 'length about 30 epochs (...): not checked'."""
+    recipe = ref["recipe"]
+    if recipe == NOT_STATED or recipe.get("epochs") is not None or recipe.get("steps") is not None:
+        return None
+    return f"length {recipe.get('length') or NOT_STATED}: not checked"
 
 
 # ---- numbers ------------------------------------------------------------------------------------------------------
@@ -72,11 +197,12 @@ def _step_key(step):
 
 
 def per_run_values(recs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, protocol, metric): final step and value, best value, and the final record's settings."""
+    """One row per (run, protocol, metric): final step and value, best value, and the final record's settings and
+    dataset id."""
     rows = []
     if recs.empty:
         return pd.DataFrame(columns=["run_id", "variant", "seed", "protocol", "metric", "final_step", "final",
-                                     "best", "settings", "ci"])
+                                     "best", "settings", "dataset", "ci"])
     for (run_id, proto, metric), g in recs.groupby(["run_id", "protocol", "metric"], sort=True, dropna=False):
         g = g.assign(_k=[_step_key(s) for s in g["step"]]).sort_values("_k", kind="stable")
         last = g.iloc[-1]
@@ -86,7 +212,9 @@ def per_run_values(recs: pd.DataFrame) -> pd.DataFrame:
         step = last["step"]
         rows.append({"run_id": run_id, "variant": last["variant"], "seed": last["seed"], "protocol": proto,
                      "metric": metric, "final_step": None if _step_key(step) == -1 else int(step),
-                     "final": float("nan") if last["value"] is None else float(last["value"]), "best": float(best), "settings": last.get("settings"),
+                     "final": float("nan") if last["value"] is None else float(last["value"]), "best": float(best),
+                     "settings": last.get("settings"),
+                     "dataset": last.get("dataset") if isinstance(last.get("dataset"), str) else None,
                      "ci": (float(last["ci_low"]), float(last["ci_high"]))
                      if "ci_low" in last and last["ci_low"] == last["ci_low"] else None})
     return pd.DataFrame(rows)
@@ -113,12 +241,22 @@ def state_summary(runs: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
-def summarize(runs: pd.DataFrame, recs: pd.DataFrame, grid: str, references=()) -> pd.DataFrame:
+def base_variant(label: str) -> str:
+    """The grid's variant name of a report row label ('galip [train.steps=12] [recipe changed: ...]' -> 'galip')."""
+    return str(label).split(" [")[0]
+
+
+def summarize(runs: pd.DataFrame, recs: pd.DataFrame, grid: str, references=(), configs=None) -> pd.DataFrame:
     """Long table: one row per (protocol, metric, variant).
 
     Mean ± std (sample std, ddof=1; empty for one seed) are over the variant's finished runs; a variant with no
     finished run falls back to its unfinished runs' latest values and is marked provisional.
+    A published number (`ref:<label>`, and `diff:<label>` = ours − published) is filled only where every record
+    used is comparable (`comparability`: recipe not changed, dataset, protocol settings, plan, N, reference, and
+    the recipe of the run's config in `configs` {run_id: config}); otherwise `why:<label>` names the first
+    setting that differs.
     """
+    recipes = {r: run_recipe(c) for r, c in (configs or {}).items()}
     per_run = per_run_values(recs)
     runs_by_variant = {v: g for v, g in runs.groupby("variant", sort=False)} if not runs.empty else {}
     state_of = dict(zip(runs["run_id"], runs["state"])) if not runs.empty else {}
@@ -149,21 +287,27 @@ def summarize(runs: pd.DataFrame, recs: pd.DataFrame, grid: str, references=()) 
             row["final_ci_low"], row["final_ci_high"] = cis[0] if len(used) == 1 and cis else (math.nan, math.nan)
             notes = []
             for label in labels:
-                refs = [r for r in references if r["grid"] == grid and r["variant"] == variant and
+                refs = [r for r in references if r["grid"] == grid and r["variant"] == base_variant(variant) and
                         r["protocol"] == proto and r["metric"] == metric and r["label"] == label]
                 row[f"ref:{label}"], row[f"diff:{label}"] = float("nan"), float("nan")
+                row[f"why:{label}"], row[f"remark:{label}"] = "", ""
                 if not refs:
                     continue
                 ref = refs[0]
-                why = next((m for m in (reference_mismatch(ref, s or {}) for s in used["settings"]) if m), None)
+                why = next((m for m in (comparability(ref, r.settings if isinstance(r.settings, dict) else {},
+                                                      r.dataset, recipes.get(r.run_id))
+                                        for r in used.itertuples()) if m), None)
                 if len(used) == 0:
                     notes.append(f"{label} {ref['value']:g}: no results yet")
                 elif why:
+                    row[f"why:{label}"] = f"not comparable ({why})"
                     notes.append(f"{label} {ref['value']:g} not comparable ({why})")
                 else:
                     row[f"ref:{label}"] = float(ref["value"])
                     row[f"diff:{label}"] = fm - float(ref["value"])
-                    notes.append(f"{label}: {ref['source']}")
+                    row[f"remark:{label}"] = length_remark(ref) or ""
+                    notes.append(f"{label}: {ref['source']} ({ref['url']})"
+                                 + (f"; {row[f'remark:{label}']}" if row[f"remark:{label}"] else ""))
             row["notes"] = "; ".join(notes)
             out.append(row)
     return pd.DataFrame(out)
@@ -188,7 +332,8 @@ def mean_std(m, s) -> str:
 def protocol_frame(table: pd.DataFrame, proto: str) -> pd.DataFrame:
     """The display table of one protocol: rows = variants, columns = metrics final/best, seeds, references."""
     sub = table[table["protocol"] == proto]
-    ref_cols = [c for c in sub.columns if c.startswith("ref:") and sub[c].notna().any()]
+    ref_cols = [c for c in sub.columns if c.startswith("ref:") and
+                (sub[c].notna().any() or (sub.get(f"why:{c[4:]}", pd.Series(dtype=object)).fillna("") != "").any())]
     rows = {}
     for r in sub.to_dict("records"):
         if proto == "speed" and (not r["n_seeds"] or not r["better"]):
@@ -204,7 +349,10 @@ def protocol_frame(table: pd.DataFrame, proto: str) -> pd.DataFrame:
             row[f"{m}{arrow} best"] = mean_std(r["best_mean"], r["best_std"])
         for col in ref_cols:
             label = col[4:]
-            row[f"{m} {label}"] = fmt(r[col])
+            why, remark = r.get(f"why:{label}") or "", r.get(f"remark:{label}") or ""
+            why, remark = (why if isinstance(why, str) else ""), (remark if isinstance(remark, str) else "")
+            row[f"{m} {label}"] = (why if why and r[col] != r[col] else
+                                   fmt(r[col]) + (f" ({remark})" if remark and r[col] == r[col] else ""))
             row[f"Δ {m} {label}"] = fmt(r[f"diff:{label}"], signed=True)
     return pd.DataFrame(list(rows.values()))
 
@@ -220,13 +368,22 @@ TEX_SYMBOLS = {"±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^\\dagger$", "–": "
                "↑": "$\\uparrow$", "≠": "$\\neq$"}
 
 
+def tex_escape(text: str) -> str:
+    """LaTeX's special characters of plain text escaped (a caption: pandas escapes the cells only)."""
+    for char in "&%$#_":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 def latex_tables(table: pd.DataFrame, grid: str) -> str:
     """booktabs tables (pandas `to_latex`), one per protocol."""
     out = [f"% galip-bench report of grid {grid}: final (and best) values, mean ± std over seeds",
            "% needs \\usepackage{booktabs}"]
     for proto in dict.fromkeys(table["protocol"]):
         df = protocol_frame(table, proto).drop(columns=["runs"]).astype(str)
-        out.append(df.to_latex(index=False, escape=True, caption=f"{grid}: {proto}", position="t",
+        notes = [n for n in table.loc[table["protocol"] == proto].get("reference_note", []) if n]
+        caption = tex_escape(f"{grid}: {proto}" + (f" ({notes[0]})" if notes else ""))  # to_latex leaves it raw
+        out.append(df.to_latex(index=False, escape=True, caption=caption, position="t",
                                column_format="l" + "r" * (len(df.columns) - 1)))
     text = "\n".join(out)
     for symbol, tex in TEX_SYMBOLS.items():

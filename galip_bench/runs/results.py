@@ -26,10 +26,16 @@ def collect(grid_root) -> pd.DataFrame:
                "step": status.get("step", 0), "steps": status.get("steps"),
                "error": (error or "").splitlines()[0] if error else "",
                "resumed_from": status.get("resumed_from") or "", "log": str(rd.train_log)}
+        change = (rd.read_config().get("train") or {}).get("recipe_change")
+        if change:  # run with --allow-recipe-change: said beside its numbers wherever they are listed
+            row["recipe"] = f"CHANGED: {change}"
         for record in read_jsonl(rd.metrics):
             row[record["metric"]] = record["value"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "recipe" in table:
+        table["recipe"] = table["recipe"].fillna("grid's")
+    return table
 
 
 def metric_records(grid_root) -> pd.DataFrame:

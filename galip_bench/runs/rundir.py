@@ -93,6 +93,20 @@ class RunDir:
     def checkpoint_path(self, step: int) -> Path:
         return self.ckpt_dir / f"step_{step:08d}.pt"
 
-    def prune(self, keep: int) -> None:
+    def prune(self, keep: int, protect=()) -> None:
+        """Delete all but the last `keep` checkpoints (0: keep all) and those of the steps in `protect`."""
         for old in self.checkpoints()[:-keep] if keep > 0 else []:
-            old.unlink(missing_ok=True)
+            if int(old.stem.split("_")[1]) not in protect:
+                old.unlink(missing_ok=True)
+
+    def best_steps(self, directions: dict) -> set:
+        """The step of the best value so far of each metric in `directions` ({metric: -1 lower | +1 higher is
+        better}); the earliest step on ties."""
+        best = {}
+        for r in read_jsonl(self.metrics):
+            sign, value = directions.get(r.get("metric")), r.get("value")
+            if sign is None or value is None or r.get("step") is None:
+                continue
+            if r["metric"] not in best or sign * value > sign * best[r["metric"]][0]:
+                best[r["metric"]] = (value, r["step"])
+        return {step for _, step in best.values()}

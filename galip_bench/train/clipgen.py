@@ -22,7 +22,7 @@ from galip_bench.errors import UserError
 from galip_bench.metrics.weights import resolve_weights
 from galip_bench.progress import progress_options
 from galip_bench.runs.rundir import RunDir
-from galip_bench.train import distributed
+from galip_bench import distributed
 from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
 from galip_bench.train.hooks import Hooks, step_loop

@@ -55,7 +55,7 @@ class StepSampler(Sampler):
     def __iter__(self):
         b = self.batches
         for step in range(self.start, self.stop):
-            yield [(i, sample_seed(b.seed, b.rank, step, j)) for j, i in enumerate(b.indices(step))]
+            yield [(i, sample_seed(b.seed, v, step, j)) for i, (v, j) in zip(b.indices(step), b.sample_keys(step))]
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:

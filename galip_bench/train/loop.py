@@ -2,6 +2,7 @@
 the step loop with its hooks (log, samples, evaluation, checkpoint). Checkpoints are atomic (keep the last K);
 resume restores nets, optimisers, scaler and step, and the data position and every random draw follow from
 (seed, rank, step) (`train.batches`), so a checkpoint needs no RNG state."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -11,9 +12,10 @@ from galip_bench.checkpoints import load_nets, save_checkpoint
 from galip_bench.checkpoints.clip import build_clip
 from galip_bench.data import build_dataset, dataset_id
 from galip_bench.devices import resolve_device
+from galip_bench.errors import UserError
 from galip_bench.progress import progress_options
 from galip_bench.runs.rundir import RunDir
-from galip_bench.train import distributed
+from galip_bench import distributed
 from galip_bench.train.amp import AMP
 from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
@@ -25,16 +27,28 @@ from galip_bench.train.step import make_optimizers, train_step
 from models import GALIP
 
 
-def _initialize(cfg, cache_dir) -> SimpleNamespace:
+def _set_tf32(on: bool, device: torch.device) -> None:
+    """train.tf32: TF32 matmuls and convolutions for the whole training process on a GPU, as PyTorch 1.9-1.11 (the
+    official environment) had by default; off leaves today's defaults (cuDNN TF32 on, matmul TF32 off)."""
+    if on and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+def _initialize(cfg, cache_dir, timeout=None) -> SimpleNamespace:
     """Device and processes, model, optimisers, precision, data and the optional caption-embedding cache."""
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
-    rank, local_rank, world_size = distributed.init(device)
+    rank, local_rank, world_size = distributed.init(device, timeout=timeout)
+    if world_size != tc.processes:
+        raise UserError(f"this run's recipe has train.processes={tc.processes} (global batch {tc.global_batch} = "
+                        f"{tc.batch_size} x {tc.processes} x {tc.grad_accum} micro-batches) but it was started on "
+                        f"{world_size} process(es): launch it with `galip-bench run`, which starts them")
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    _set_tf32(tc.tf32, device)
     seed = tc.seed + cfg.seed
     torch.manual_seed(seed)  # identical initial weights on every rank
     galip = GALIP(cfg.model, clip=build_clip(cfg.model.clip, taps=cfg.model.d_taps, device=device, seed=seed))
@@ -45,16 +59,18 @@ def _initialize(cfg, cache_dir) -> SimpleNamespace:
     opt_d, opt_g = make_optimizers(galip, tc.lr_g, tc.lr_d, (tc.beta1, tc.beta2), fused=device.type == "cuda")
     captions = cfg.model.condition == "text"
     batches = Batches(build_dataset(cfg.data, "train", train=True, rank=rank, world_size=world_size,
-                                    captions=captions), tc.batch_size, seed, rank, world_size)
+                                    captions=captions), tc.batch_size, seed, rank, world_size, accum=tc.grad_accum)
     cache = None
     if captions and cfg.data.embedding_cache and hasattr(batches.dataset, "all_captions"):
         from galip_bench.data.embedding_cache import EmbeddingCache, weights_hash
         cache = EmbeddingCache(cache_dir, dataset_id(cfg.data, "train"), "train", weights_hash(galip.clip))
         cache.build(batches.dataset.all_captions(), lambda t: galip.clip.encode_text(t.to(device))[0])
     workers = loader_workers(cfg.data, world_size)
-    return SimpleNamespace(device=device, rank=rank, world_size=world_size, main=rank == 0, seed=seed, galip=galip,
+    return SimpleNamespace(cfg=cfg, device=device, rank=rank, world_size=world_size, main=rank == 0, seed=seed,
+                           galip=galip,
                            opt_d=opt_d, opt_g=opt_g, amp=AMP.create(tc.precision, device.type), batches=batches,
-                           workers=workers, cache=cache, steps=total_steps(tc, batches.num_images, world_size))
+                           workers=workers, cache=cache,
+                           steps=total_steps(tc, batches.num_images, world_size * tc.grad_accum))
 
 
 def _resume(run, run_dir: RunDir) -> tuple:
@@ -62,6 +78,7 @@ def _resume(run, run_dir: RunDir) -> tuple:
     path, ckpt = latest_valid_checkpoint(run_dir, remove_partial=run.main)
     if ckpt is None:
         return 0, None
+    _check_layout(run, ckpt, path)
     load_nets(run.galip, ckpt, str(path))
     run.opt_d.load_state_dict(ckpt["optimizers"]["opt_d"])
     run.opt_g.load_state_dict(ckpt["optimizers"]["opt_g"])
@@ -70,18 +87,53 @@ def _resume(run, run_dir: RunDir) -> tuple:
     return ckpt["step"], path
 
 
+def _check_layout(run, ckpt: dict, path) -> None:
+    """A checkpoint resumes only the layout that wrote it: processes x micro-batches (the ranks its data and noise
+    followed) and the global batch. Checkpoints written before these were recorded name their world size only, and
+    ran without micro-batches (grad_accum then split the batch)."""
+    extra, tc = ckpt.get("extra") or {}, run.cfg.train
+    written = (extra.get("processes", extra.get("world_size", 1)), extra.get("grad_accum", 1),
+               extra.get("global_batch"))
+    wanted = (tc.processes, tc.grad_accum, tc.global_batch)
+    if written[:2] != wanted[:2] or written[2] not in (None, wanted[2]):
+        raise UserError(f"{path} was written by a run of {written[0]} process(es) x {written[1]} micro-batch(es)"
+                        f"{f' (global batch {written[2]})' if written[2] else ''}; this run is {wanted[0]} x "
+                        f"{wanted[1]} (global batch {wanted[2]}): its data, noise and steps would not continue that "
+                        f"run. Move {Path(path).parent.parent} aside to start this one afresh")
+
+
+SHARED_NOISE = -1  # the seed key of train.noise=official's draw, shared by every (virtual) rank
+
+
+def _step_inputs(cfg, run, step: int, images) -> tuple:
+    """(noise, condition or None) of a step, one micro-batch at a time: micro-batch k plays virtual rank v (the
+    process of a processes x grad_accum run it stands for) and draws from RNGs seeded by (seed, v, step). With
+    train.noise=official every virtual rank gets rank 0's noise, as every official rank draws the same noise (all
+    ranks are seeded alike, code/src/train.py); per_rank: its own. Language-free runs draw their condition noise
+    per virtual rank."""
+    noises, conditions, shared = [], [], None
+    micro = images.chunk(cfg.train.grad_accum) if cfg.train.grad_accum > 1 else (images,)
+    if cfg.train.noise == "official":  # its own seed key: the draws below never repeat it
+        seed_step(run.seed, SHARED_NOISE, step)
+        shared = torch.randn(micro[0].shape[0], cfg.model.z_dim, device=run.device)
+    for v, part in zip(run.batches.virtual_ranks, micro):
+        seed_step(run.seed, v, step)
+        noises.append(shared if shared is not None else torch.randn(part.shape[0], cfg.model.z_dim, device=run.device))
+        if cfg.model.condition == "clip_image":  # language-free: no caption is read
+            with torch.no_grad():
+                conditions.append(run.galip.image_condition(part))
+    return torch.cat(noises), (torch.cat(conditions) if conditions else None)
+
+
 def _one_step(cfg, run, step: int, batch: dict) -> dict:
-    """One optimiser step on `batch` (already on the device); the loss terms come back as 0-d tensors, so the
-    host waits for the GPU only where a value is logged."""
-    seed_step(run.seed, run.rank, step)  # after the batch is read: the draws below do not depend on who read it
-    images, tokens, sent = batch["image"], batch.get("tokens"), None
+    """One optimiser step on `batch` (already on the device; train.grad_accum micro-batches of train.batch_size);
+    the loss terms come back as 0-d tensors, so the host waits for the GPU only where a value is logged."""
+    images, tokens = batch["image"], batch.get("tokens")
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    noise = torch.randn(images.shape[0], cfg.model.z_dim, device=run.device)
-    if cfg.model.condition == "clip_image":  # language-free: no caption is read
-        with torch.no_grad():
-            sent = run.galip.image_condition(images)
-    elif run.cache is not None:
+    # after the batch is read: the draws below do not depend on who read it
+    noise, sent = _step_inputs(cfg, run, step, images)
+    if sent is None and run.cache is not None:
         sent = run.galip.condition(run.cache.lookup(batch["caption"]).to(run.device))
     run.galip.train()
     return train_step(run.galip, run.opt_d, run.opt_g, images, tokens, noise, sim_w=cfg.train.sim_w, amp=run.amp,
@@ -90,12 +142,14 @@ def _one_step(cfg, run, step: int, batch: dict) -> dict:
 
 
 def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None,
-              cache_dir=".cache/galip_bench", weights_dir=None) -> dict:
+              cache_dir=".cache/galip_bench", weights_dir=None, timeout=None) -> dict:
     """Train `cfg` (a RunConfig) in `run_dir`, resuming from its last checkpoint. `make_evaluator(device)` gives
-    the callable `evaluate(galip, step) -> records` run on rank 0. `stop_at` ends the loop at that step without a
+    the callable `evaluate(galip, step) -> records`, called on every rank (each generates its share of the
+    plan; rank 0 returns the records). `stop_at` ends the loop at that step without a
     checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint.
     CLIP-GEN runs (`system: clipgen`) train in `train.clipgen`; `weights_dir` (bench.yaml paths.weights) is where
-    their VQGAN's LPIPS finds its VGG16 file."""
+    their VQGAN's LPIPS finds its VGG16 file. `timeout`: the process group's (a multi-process run waits longest in
+    an evaluation: `evaluation.planning.evaluation_timeout`)."""
     if cfg.system == "clipgen":
         from galip_bench.train.clipgen import train_clipgen_run
         return train_clipgen_run(cfg, run_dir, make_evaluator, progress=progress, stop_at=stop_at, cache_dir=cache_dir,
@@ -105,7 +159,7 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
         return {"step": run_dir.status().get("step", 0), "interrupted": False, "already_finished": True}
 
     # Initialize.
-    run = _initialize(cfg, cache_dir)
+    run = _initialize(cfg, cache_dir, timeout)
     steps, main = run.steps, run.main
 
     # Resume: records past the restored step are dropped (they are replayed), so none is duplicated.
@@ -114,7 +168,8 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
         run_dir.truncate_after(step)
         run_dir.set_status("running", step=step, steps=steps, world_size=run.world_size, error=None,
                            resumed_from=resumed_from.name if resumed_from is not None else None)
-    evaluate = make_evaluator(run.device) if (make_evaluator is not None and main) else None
+    # every process evaluates its share of the plan (evaluation.driver); the main one gets the records
+    evaluate = make_evaluator(run.device) if make_evaluator is not None else None
     sheet = SampleSheet(cfg, run.galip, run.device) if main and tc.sample_every else None
     bar = tqdm(total=steps, initial=step, desc=f"{cfg.variant} seed {cfg.seed}", disable=not (main and progress),
                dynamic_ncols=True, **progress_options())
@@ -123,8 +178,10 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
         if main:
             save_checkpoint(run_dir.checkpoint_path(at), run.galip, step=at, scaler=run.amp, clip_seed=run.seed,
                             optimizers={"opt_d": run.opt_d, "opt_g": run.opt_g},
-                            extra={"variant": cfg.variant, "world_size": run.world_size})
-            run_dir.prune(tc.keep_ckpts)
+                            extra={"variant": cfg.variant, "world_size": run.world_size, "processes": tc.processes,
+                                   "grad_accum": tc.grad_accum, "global_batch": tc.global_batch})
+            directions = getattr(evaluate, "directions", {})  # metric -> lower/higher is better
+            run_dir.prune(tc.keep_ckpts, protect=run_dir.best_steps({m: directions.get(m) for m in tc.keep_best}))
 
     hooks = Hooks(one_step=lambda at, batch: _one_step(cfg, run, at, batch), checkpoint=checkpoint, model=run.galip,
                   evaluate=evaluate, evaluates=make_evaluator is not None, sheet=sheet, shown=("errD", "errG"),
