@@ -33,6 +33,37 @@ COMMANDS = {
 }
 
 
+# help for options a command declares without one (shared names, one meaning each); (command, dest) wins over dest
+OPTION_HELP = {
+    "overrides": "model override for the checkpoint's config (an official one, or a random init), e.g. --set "
+                 "model.ngf=32 (repeatable); a galip-bench checkpoint carries its own config",
+    ("train", "overrides"): "override for the run, e.g. --set train.steps=500 (repeatable; as `run --set`)",
+    "allow_download": "let metric weights download when missing",
+    "allow_clip_mismatch": "load an official checkpoint although its CLIP-ViT copy differs from --clip-weights",
+    "device": "where to run: auto (the GPU when visible), cpu, cuda, cuda:1 ...",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, minus its repeats: an option whose help already says its default, or whose
+    default is nothing (None, False, an empty list or text), is shown as written; the others get `(default: X)`."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default is None or default is False or default == argparse.SUPPRESS or \
+                (isinstance(default, (list, tuple, str)) and not default):
+            return text
+        return super()._get_help_string(action)
+
+
+def fill_missing_help(command: str, parser: argparse.ArgumentParser) -> None:
+    """Give every option declared without help the shared text of OPTION_HELP."""
+    for action in parser._actions:
+        if action.help is None and action.option_strings:
+            action.help = OPTION_HELP.get((command, action.dest), OPTION_HELP.get(action.dest))
+
+
 def build_parser(command: str = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported (all of them when None), so a command starts without
     importing what the others need (torch, open_clip, matplotlib...)."""
@@ -41,10 +72,10 @@ def build_parser(command: str = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if command is None or name == command:
             importlib.import_module(f"galip_bench.commands.{module}").add_arguments(p)
+            fill_missing_help(name, p)
     return parser
 
 

@@ -2,14 +2,16 @@
 middle of a checkpoint write so the test can SIGKILL it there.
 
     python fault_worker.py GRID.yaml [--steps N] [--pause-in-checkpoint K]
+    python fault_worker.py --hold-lock RUN_FOLDER [TOKEN]
 
 With --pause-in-checkpoint K, the K-th checkpoint this process writes stops after half of its bytes reached the
-temp file: the worker creates `paused_in_checkpoint` in the working folder and sleeps until it is killed."""
+temp file: the worker creates `paused_in_checkpoint` in the working folder and sleeps until it is killed.
+With --hold-lock, the worker takes the run folder's lock (under TOKEN, as a job of the launcher that has it), prints
+`held` and sleeps until it is killed: a live owner in another process, or (SIGKILLed) a dead one's stale lock."""
 import io
 import sys
 import time
 from pathlib import Path
-
 
 
 def overrides(steps: int) -> list:
@@ -49,7 +51,17 @@ def _writes_checkpoint(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == "galip-bench"
 
 
+def hold_lock(folder: str, token: str = None) -> int:
+    from galip_bench.runs import lock
+    lock.acquire(folder, token or lock.new_token(), role="train")
+    print("held", flush=True)
+    while True:
+        time.sleep(1)
+
+
 def main(argv) -> int:
+    if argv[0] == "--hold-lock":
+        return hold_lock(*argv[1:3])
     grid = argv[0]
     if "--pause-in-checkpoint" in argv:
         pause_in_checkpoint(int(argv[argv.index("--pause-in-checkpoint") + 1]))

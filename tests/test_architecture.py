@@ -6,7 +6,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # lowest first; a module may import its own package and any package of a lower layer
 LAYERS = [
-    ("galip_bench.errors", "galip_bench.files", "galip_bench.devices", "galip_bench.provenance", "galip_bench.progress",
+    ("galip_bench.errors",),  # the user-error type: any module may raise it
+    ("galip_bench.files", "galip_bench.devices", "galip_bench.provenance", "galip_bench.progress",
      "galip_bench.signals", "galip_bench.distributed"),
     ("galip_bench.config",),
     ("galip_bench.data", "galip_bench.metrics"),

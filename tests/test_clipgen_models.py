@@ -275,7 +275,61 @@ def test_generate_gives_seeded_images_in_range():
     assert torch.equal(a, b)
 
 
+def first_step(scale: float = 1.0) -> dict:
+    """One training step of the tiny CLIP-GEN (VQGAN G, its discriminator, the prior) from fresh Adams, every loss
+    multiplied by `scale` (1: as trained; 0: the negative control). Returns, per net, the share of parameter
+    entries with a nonzero gradient, the largest distance of the stepped parameters from Adam's first step computed
+    from those gradients (p - lr * g / (|g| + eps)), and each net's loss on the same batch before and after."""
+    torch.manual_seed(0)
+    cfg = ClipGenConfig.tiny()
+    model, disc = ClipGen(cfg), PatchDiscriminator(cfg.vqgan)
+    nets = {"vqgan": model.vqgan, "disc": disc, "prior": model.prior}
+    opts = {name: torch.optim.Adam(net.parameters(), lr=1e-3) for name, net in nets.items()}
+    before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
+    x, emb = shapes(4), torch.randn(4, 64)
+    recon, tokens, commit = model.vqgan(x)
+    losses = {"vqgan": vqgan_g_loss(model.vqgan, disc, x, recon, commit, 0, cfg.vqgan)["loss"]}
+    opts["vqgan"].zero_grad()
+    (scale * losses["vqgan"]).backward()
+    opts["vqgan"].step()
+    losses["disc"] = vqgan_d_loss(disc, x, recon, 0, cfg.vqgan)["loss"]
+    opts["disc"].zero_grad()
+    (scale * losses["disc"]).backward()
+    opts["disc"].step()
+    losses["prior"] = prior_loss(model.prior, model.vqgan, tokens, emb, cfg.prior)["ce"]
+    opts["prior"].zero_grad()
+    (scale * losses["prior"]).backward()
+    opts["prior"].step()
+    out = {}
+    for name, net in nets.items():
+        params = list(net.parameters())
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        nonzero = sum(int((g != 0).sum()) for g in grads) / sum(g.numel() for g in grads)
+        adam = max(float((p.detach() - (b - 1e-3 * g / (g.abs() + 1e-8))).abs().max())
+                   for p, b, g in zip(params, before[name], grads))
+        out[name] = {"nonzero": nonzero, "adam": adam, "loss": losses[name].item()}
+    with torch.no_grad():  # the D and prior losses again on the same batch (the VQGAN's EMA codebook moves anyway)
+        out["disc"]["after"] = float(vqgan_d_loss(disc, x, recon.detach(), 0, cfg.vqgan)["loss"])
+        out["prior"]["after"] = float(prior_loss(model.prior, model.vqgan, tokens, emb, cfg.prior)["ce"])
+    return out
+
+
+def learned(step: dict) -> list:
+    """What the step failed to do, as the losses say it should have: [] when every net got gradients on nearly all
+    of its parameters, moved by Adam's first step from them, and the D and prior losses fell on the same batch."""
+    problems = [f"{n}: {s['nonzero']:.0%} of the gradient is nonzero" for n, s in step.items() if s["nonzero"] < 0.95]
+    problems += [f"{n}: {s['adam']:.1e} from Adam's first step" for n, s in step.items() if s["adam"] > 1e-6]
+    problems += [f"{n}: loss {s['loss']:.4f} -> {s['after']:.4f}" for n, s in step.items()
+                 if "after" in s and not s["after"] < s["loss"] - 1e-3]
+    return problems
+
+
 def test_tiny_config_trains_a_step_fast():
+    assert learned(first_step()) == []
+    # negative control: every loss multiplied by 0 still runs a step, and is caught
+    zero = learned(first_step(scale=0.0))
+    assert any("vqgan: 0% of the gradient" in p for p in zero) and any("prior: loss" in p for p in zero), zero
+
     torch.manual_seed(0)
     cfg = ClipGenConfig.tiny()
     model, disc = ClipGen(cfg), PatchDiscriminator(cfg.vqgan)

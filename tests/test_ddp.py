@@ -1,6 +1,7 @@
 """DDP over 2 CPU processes (gloo): all-reduced gradients equal one process's on the same samples for the
 per-sample loss terms, and a 2-process run trains, checkpoints and resumes."""
 import os
+import shutil
 import socket
 
 import torch
@@ -76,24 +77,59 @@ SMALL = ["train.steps=6", "train.batch_size=4", "train.ckpt_every=2", "train.log
          "train.eval_every=0", "data.num_train=32", "data.num_test=8"]
 
 
-def train_worker(rank, world_size, port, grid_path, run_path, stop_at):
+def train_worker(rank, world_size, port, grid_path, run_path, stop_at, forget_optimizers=False):
     set_env(rank, world_size, port)
     torch.set_num_threads(1)
+    if forget_optimizers:  # the negative control: a resume that no longer restores the optimisers' state
+        torch.optim.Optimizer.load_state_dict = lambda self, state: None
     run = load_grid(grid_path, overrides=SMALL).runs[0]
     train_run(run.config, RunDir(run_path), progress=False, stop_at=stop_at)
     distributed.shutdown()
 
 
+def _losses(run_path) -> list:
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(RunDir(run_path).train_log)]
+
+
+def _state(run_path, step) -> dict:
+    """Every float tensor of a checkpoint: the nets' parameters and the optimisers' moments."""
+    ckpt = torch.load(RunDir(run_path).checkpoint_path(step), weights_only=False)
+    out = {f"nets.{net}.{k}": v for net, sd in ckpt["nets"].items() for k, v in sd.items() if v.is_floating_point()}
+    for name, opt in ckpt["optimizers"].items():
+        for index, state in opt["state"].items():
+            out.update({f"{name}.{index}.{k}": v for k, v in state.items()
+                        if torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0})
+    return out
+
+
+def _worst(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
 def test_two_process_run_trains_checkpoints_and_resumes(tmp_path):
+    """A 2-process run interrupted at step 3 and resumed (from its step-2 checkpoint) equals the same run trained
+    without interruption, step by step (every logged loss) and at the end (parameters and optimiser moments).
+    Negative control: the same resume with the optimisers' state not restored differs from it."""
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID)
-    run_path = tmp_path / "run"
+    run_path, forgot = tmp_path / "run", tmp_path / "forgot"
     mp.spawn(train_worker, args=(2, free_port(), str(grid), str(run_path), 3), nprocs=2, join=True)
     run_dir = RunDir(run_path)
     assert run_dir.checkpoints()[-1].name == "step_00000002.pt"
+    shutil.copytree(run_path, forgot)
     mp.spawn(train_worker, args=(2, free_port(), str(grid), str(run_path), None), nprocs=2, join=True)
     assert run_dir.status()["state"] == "finished" and run_dir.status()["world_size"] == 2
+    assert run_dir.status()["resumed_from"] == "step_00000002.pt"
     assert [r["step"] for r in read_jsonl(run_dir.train_log)] == [1, 2, 3, 4, 5, 6]
+    straight = tmp_path / "straight"
+    mp.spawn(train_worker, args=(2, free_port(), str(grid), str(straight), None), nprocs=2, join=True)
+    assert _losses(run_path) == _losses(straight)  # every loss of every step, bit for bit
+    assert _worst(_state(run_path, 6), _state(straight, 6)) == 0.0
+    mp.spawn(train_worker, args=(2, free_port(), str(grid), str(forgot), None, True), nprocs=2, join=True)
+    assert RunDir(forgot).status()["state"] == "finished"
+    assert _losses(forgot)[:2] == _losses(straight)[:2] and _losses(forgot)[2:] != _losses(straight)[2:]
+    assert _worst(_state(forgot, 6), _state(straight, 6)) > 1e-4
 
 
 def accum_worker(rank, world_size, port, grid_path, run_path, overrides):

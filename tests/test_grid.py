@@ -155,8 +155,10 @@ def test_after_follows_the_grid_point_even_when_points_share_a_label(tmp_path):
 
 def test_clip_gen_stages_keep_their_ids_when_settings_they_do_not_use_change(tmp_path):
     base = {(r.name, r.seed): r.run_id for r in load_grid(write(tmp_path, STAGED)).runs}
+    # GALIP's generator width: no stage uses it, so setting it is an error, not a silent no-op
+    with pytest.raises(UserError, match=r"model.ngf=32 with system=clipgen"):
+        load_grid(write(tmp_path, STAGED), overrides=["model.ngf=32"])
     for override, changed in (
-            ("model.ngf=32", set()),                          # GALIP's generator width: no stage uses it
             ("clipgen.model.prior.depth=3", {"gen"}),         # the prior: stage 2 only
             ("clipgen.lr_vqgan=0.001", {"tok", "gen"}),       # stage 1, hence stage 2's starting point (`after`)
     ):

@@ -133,11 +133,31 @@ def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
     base = json.loads((tmp_path / "base.json").read_text())
     assert base["baseline"] and base["data"]["num_test"] == 8
     assert base["eval"] == {"protocols": ["fid_galip", "clip_score_galip"], "num_samples": 80, "passes": None,
-                            "batch_size": 16, "seed": 0, "extractor": "tiny", "reference": "auto", "bootstrap": 100}
-    # the same checkpoint, re-evaluated with the baseline's own settings, reproduces it exactly: exit 0
-    assert main(["regress", "--checkpoint", str(a), "--baseline", "base.json"]) == 0, capsys.readouterr().err
+                            "batch_size": 16, "seed": 0, "extractor": "tiny", "reference": "auto", "bootstrap": 100,
+                            "synthesis": "faithful", "official_ranks": 1}
+    # the same checkpoint, re-evaluated with the baseline's own settings, reproduces it exactly: exit 0; plan
+    # options equal to the baseline's are accepted (the negative control of the refusals below)
+    assert main(["regress", "--checkpoint", str(a), "--baseline", "base.json", "--num", "80",
+                 "--extractor", "tiny", "--batch", "16"]) == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "regress.json").read_text())["rows"]
     assert all(r["delta"] == 0 for r in rows) and {r["verdict"] for r in rows} == {"ok"}
+    # a plan option that differs from the baseline's would be ignored (the gate evaluates with the baseline's
+    # settings): refused with one line naming the option, its value and the baseline's, before any evaluation
+    capsys.readouterr()
+    verdict = (tmp_path / "regress.json").read_bytes()
+    for argv, said in ((["--num", "5000"], "--num 5000 differs from the baseline's num_samples 80"),
+                       (["--extractor", "default"], "--extractor default differs from the baseline's extractor tiny"),
+                       (["--synthesis", "fast"], "--synthesis fast differs from the baseline's synthesis faithful"),
+                       (["--seed", "3"], "--seed 3 differs from the baseline's seed 0")):
+        assert main(["regress", "--checkpoint", str(b), "--baseline", "base.json", *argv]) == 2, argv
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], captured.err
+        assert "Traceback" not in captured.err and captured.out == ""
+    assert (tmp_path / "regress.json").read_bytes() == verdict
+    # against records too (nothing is evaluated there, and the option would be just as ignored)
+    assert main(["regress", "--records", "base.json", "--baseline", "base.json", "--num", "81"]) == 2
+    assert "--num 81 differs from the baseline's num_samples 80" in capsys.readouterr().err
     # another checkpoint differs; whichever way, the verdicts follow the metric directions
     code = main(["regress", "--checkpoint", str(b), "--baseline", "base.json"])
     rows = {r["metric"]: r for r in json.loads((tmp_path / "regress.json").read_text())["rows"]}

@@ -39,8 +39,10 @@ PAPER_TRAIN = {"batch_size": 64, "global_batch": 512, "processes": 1, "grad_accu
 
 
 def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, error=None, pid=None,
-             num_samples=128, samples=True, speed=None, npz=None, config=None, dataset="synthetic:test:abc"):
-    """A run folder as the trainer writes it. values: {metric: {step: value}} (metric == protocol name)."""
+             num_samples=128, samples=True, speed=None, npz=None, config=None, dataset="synthetic:test:abc",
+             smoke=False):
+    """A run folder as the trainer writes it. values: {metric: {step: value}} (metric == protocol name); `smoke`:
+    the records of a smoke stand-in extractor (settings.smoke true, as evaluation.spec writes them)."""
     d = Path(root) / run_id
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump({
@@ -56,12 +58,12 @@ def make_run(root, run_id, variant, seed, state, values, steps=120, step=None, e
     for metric, series in values.items():
         for s, v in series.items():
             lines.append({"step": s, "protocol": metric, "metric": metric, "value": v, "num_samples": num_samples,
-                          "settings": settings(metric, num_samples, npz),
+                          "settings": {**settings(metric, num_samples, npz), **({"smoke": True} if smoke else {})},
                           "dataset": dataset, "time": 0.0, "eval_s": 0.1})
     for metric, v in (speed or {}).items():
         lines.append({"step": None, "protocol": "speed", "metric": metric, "value": v,
-                      "settings": settings("speed"), "time": 0.0})
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"torn": ')
+                      "settings": {**settings("speed"), **({"smoke": True} if smoke else {})}, "time": 0.0})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     (d / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "errD": 1.0, "errG": 0.5}) + "\n"
                                                for s in (20, 40)))
     if samples:
@@ -300,3 +302,138 @@ def test_a_smoke_report_says_its_numbers_compare_only_within_the_profile(tmp_pat
     md = build_report(root, tmp_path / "out", "smoke", references={"references": []})["report.md"].read_text()
     assert "compare only runs of this profile" in md and "paper-comparable" not in md
     assert "add `speed` to the grid's `eval.protocols`" in md  # an empty section says how to fill it
+
+
+# ---- stand-in (smoke) numbers are labelled wherever they appear ------------------------------------------------------
+
+def plot_titles(monkeypatch) -> dict:
+    """{file name: title and y label} of every plot built while the fixture is active (plots._save intercepted)."""
+    from galip_bench.report import plots
+    seen, save = {}, plots._save
+
+    def spy(fig, path):
+        ax = fig.axes[0]
+        seen[Path(path).name] = ax.get_title() + " | " + ax.get_ylabel()
+        return save(fig, path)
+    monkeypatch.setattr(plots, "_save", spy)
+    return seen
+
+
+@pytest.mark.parametrize("smoke", [True, False])  # False: the negative control, labelled nowhere
+def test_stand_in_numbers_are_labelled_in_csv_tex_markdown_and_plots(tmp_path, monkeypatch, smoke):
+    root = tmp_path / "runs" / "g"
+    for seed in (0, 1):
+        make_run(root, f"a{seed}", "full", seed, "finished", {"fid_galip": {60: 0.2, 120: 0.1 + seed / 100}},
+                 samples=False, smoke=smoke, speed={"latency_ms": 5.0, "latency_batch": 1})
+    titles = plot_titles(monkeypatch)
+    paths = build_report(root, tmp_path / "out", "g", references={"references": []})
+    csv = pd.read_csv(paths["table.csv"])
+    fid = csv[csv.metric == "fid_galip"].iloc[0]
+    assert bool(fid.smoke_stand_in) is smoke and fid.final_mean == pytest.approx(0.105)
+    tex, md = paths["table.tex"].read_text(), paths["report.md"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| variant"))
+    if smoke:
+        assert "fid\\_galip $\\downarrow$ final [smoke stand-in]" in tex and "(smoke stand-in numbers:" in tex
+        assert "fid_galip ↓ final [smoke stand-in]" in header
+        assert "smoke stand-in numbers" in titles["curve_fid_galip.png"]
+        assert "[smoke stand-in]" in titles["bar_fid_galip.png"] and "smoke stand-in" in titles["speed.png"]
+    else:
+        assert "stand-in" not in tex and "stand-in" not in header and "fid_galip ↓ final" in header
+        assert titles and not any("stand-in" in t for t in titles.values())
+
+
+def test_mixed_stand_in_and_real_numbers_are_labelled_per_cell(tmp_path):
+    root = tmp_path / "runs" / "g"
+    make_run(root, "a", "real", 0, "finished", {"fid_galip": {120: 30.0}}, samples=False)
+    make_run(root, "b", "toy", 0, "finished", {"fid_galip": {120: 0.25}}, samples=False, smoke=True)
+    paths = build_report(root, tmp_path / "out", "g", references={"references": []})
+    frame = tables.protocol_frame(paths["table"], "fid_galip").set_index("variant")
+    assert frame.loc["toy", "fid_galip ↓ final"] == "0.2500 [smoke stand-in]"
+    assert frame.loc["real", "fid_galip ↓ final"] == "30.000"  # the real number stays unlabelled
+
+
+def test_run_prints_this_invocations_runs_with_stand_ins_labelled(tmp_path, capsys):
+    """`run`'s closing table: only the runs of this invocation (a note counts the earlier ones), and each stand-in
+    number labelled (a column of stand-ins renamed; in a mixed column, the cell)."""
+    from types import SimpleNamespace
+
+    from galip_bench.commands.run import print_results
+    root = tmp_path / "runs" / "g"
+    make_run(root, "now0", "full", 0, "finished", {"fid_galip": {120: 0.125}, "clip_score": {120: 0.5}},
+             samples=False, smoke=True)
+    make_run(root, "now1", "lite", 0, "finished", {"fid_galip": {120: 0.375}, "clip_score": {120: 0.25}},
+             samples=False, smoke=True)
+    make_run(root, "old0", "full", 0, "finished", {"fid_galip": {12: 0.875}}, samples=False, smoke=True)
+    site = SimpleNamespace(paths=SimpleNamespace(runs=str(tmp_path / "runs")))
+    grid = SimpleNamespace(name="g", runs=[SimpleNamespace(run_id="now1"), SimpleNamespace(run_id="now0")])
+    print_results(grid, site)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "fid_galip [smoke stand-in]" in lines[0] and "clip_score [smoke stand-in]" in lines[0]
+    assert lines[1].split()[0] == "now1" and lines[2].split()[0] == "now0" and "0.375" in lines[1]  # grid order
+    assert "old0" not in out and "0.875" not in out
+    assert "1 run(s) of earlier invocations" in out and "[smoke stand-in]: measured with" in out
+    # the same folder with the runs' records real: nothing labelled (negative control)
+    for run in ("now0", "now1", "old0"):
+        path = root / run / "metrics.jsonl"
+        path.write_text("".join(json.dumps({**json.loads(line), "settings": {"smoke": False}}) + "\n"
+                                for line in path.read_text().splitlines()))
+    print_results(grid, site)
+    assert "stand-in" not in capsys.readouterr().out
+    # mixed: one run's fid_galip real, the other's a stand-in -> the stand-in cell is labelled
+    path = root / "now0" / "metrics.jsonl"
+    path.write_text("".join(json.dumps({**json.loads(line), "settings": {"smoke": True}}) + "\n"
+                            for line in path.read_text().splitlines()))
+    print_results(grid, site)
+    out = capsys.readouterr().out
+    assert "fid_galip [smoke stand-in]" not in out and "0.125000 [smoke stand-in]" in out
+    assert "0.375" in out and "0.375000 [smoke stand-in]" not in out
+
+
+# ---- LaTeX and HTML --------------------------------------------------------------------------------------------------
+
+TEX_DOCUMENT = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n%s\n\\end{document}\n"
+
+
+def pdflatex(tmp_path, body: str, name: str = "t"):
+    """(exit code, log tail) of pdflatex on `body` inside a minimal document with booktabs."""
+    import subprocess
+    (tmp_path / f"{name}.tex").write_text(TEX_DOCUMENT % body)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout[-1500:]
+
+
+def test_table_tex_compiles_with_pdflatex(tmp_path):
+    import shutil
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended; "
+                    ".ci/run installs it)")
+    root = tmp_path / "runs" / "paper_table1_coco"
+    paper = {"train": PAPER_TRAIN, "data": {"kind": "coco"}}
+    make_run(root, "a", "galip", 0, "finished", {"fid_galip": {120: 6.0}, "clip_score_galip": {120: 0.3}},
+             samples=False, num_samples=30000, dataset="coco:test:abc", config=paper)  # a why-cell with ≠
+    make_run(root, "c", "v_1 & 50% #2 $x ~y^z {a} \\b → µ ≈ [c] *d | <e>", 0, "finished",
+             {"fid_galip": {120: 6.5}}, samples=False, num_samples=30000, dataset="coco:test:abc", config=paper)
+    make_run(root, "b", "[leading bracket", 0, "finished", {"fid_galip": {120: 0.5}}, samples=False, smoke=True)
+    ref = tables.load_references(Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml")
+    tex = build_report(root, tmp_path / "out", "paper_table1_coco", references=ref)["table.tex"].read_text()
+    assert "≠" not in tex and "not comparable" in tex  # a why-cell with its symbol, escaped
+    code, log = pdflatex(tmp_path, tex)
+    assert code == 0, log
+    # negative control: the same run fails on what the escaping removes (a raw `_` in a caption)
+    code, _ = pdflatex(tmp_path, "\\begin{table}\\caption{paper_table1_coco: fid_galip}\\end{table}", "raw")
+    assert code != 0
+
+
+def test_html_report_shows_settings_as_code_not_emphasis(grid, tmp_path):
+    import markdown
+    paths = build_report(grid, tmp_path / "out", "synth", references={"references": []})
+    html, md = paths["report.html"].read_text(), paths["report.md"].read_text()
+    # clip_score_galip's official preprocessing, `x*0.5+0.5, nearest 224, (x+1)*0.5`, as code
+    assert '<code>resize="x*0.5+0.5, nearest 224, (x+1)*0.5, CLIP mean/std (official, double map)"</code>' \
+        in html
+    assert "<em>" not in html
+    # negative control: the same settings line unescaped turns into italics
+    raw = next(line for line in md.splitlines() if "x*0.5+0.5" in line).replace("`", "").strip()
+    assert "<em>" in markdown.markdown(raw)

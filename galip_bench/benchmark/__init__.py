@@ -24,9 +24,9 @@ from models import GALIPConfig
 
 FULL = SimpleNamespace(throughput_batch=256, fidelity_batch=16, train_batch=64, repeats=10, warmup=3,
                        e2e_images=1200, e2e_steps=30, eval_n=10_240, eval_batch=256, workers=None,
-                       extractor="default")
+                       extractor="default", quick=False)
 QUICK = SimpleNamespace(throughput_batch=8, fidelity_batch=4, train_batch=4, repeats=2, warmup=1,
-                        e2e_images=36, e2e_steps=6, eval_n=72, eval_batch=36, workers=1, extractor="tiny")
+                        e2e_images=36, e2e_steps=6, eval_n=72, eval_batch=36, workers=1, extractor="tiny", quick=True)
 METRIC_WEIGHTS = ("inception_torchvision", "clip_vit_b32")
 
 
@@ -72,7 +72,7 @@ def run_bench(device="auto", quick: bool = False, site: SiteConfig = None, clip_
         if sizes.extractor != "tiny":
             site, weights = metric_weights(site, work)
         galip = sections.build_galip(cfg, device).eval()
-        rows, fidelity = sections.synthesis(galip, device, sizes)
+        rows, fidelity, why = sections.synthesis(galip, device, sizes)
         report(f"synthesis: done ({len(rows)} rows)")
         eval_rows, quality = sections.evaluation(galip, device, sizes, site, work)
         report("evaluation: done")
@@ -85,11 +85,13 @@ def run_bench(device="auto", quick: bool = False, site: SiteConfig = None, clip_
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "device_type": device.type, "quick": quick, "versions": library_versions(),
             "commit": git_commit(Path(__file__).parent), "settings": vars(sizes),
-            "model": dataclasses.asdict(cfg), "metric_weights": weights, "rows": rows,
+            "model": dataclasses.asdict(cfg), "metric_weights": weights, "rows": rows, "why_fast_is_slower": why,
             "fast_vs_faithful_images": fidelity, "fast_vs_faithful_metrics": quality}
 
 
 def table(result: dict) -> str:
+    """The rows as text, and under them why the fast path came out slower where it did."""
     frame = pd.DataFrame(result["rows"])
     frame["value"] = frame["value"].map(lambda v: f"{v:,.1f}")
-    return frame[["row", "path", "value", "unit", "note"]].to_string(index=False)
+    text = frame[["row", "path", "value", "unit", "note"]].to_string(index=False)
+    return text + (f"\n{result['why_fast_is_slower']}" if result.get("why_fast_is_slower") else "")

@@ -1,11 +1,14 @@
 """The measurements of `galip-bench bench`, one function per row group. Each returns rows
-{"row", "path", "value", "unit", "note"}; the faithful and the fast path run on the same inputs."""
+{"row", "path", "value", "unit", "note", "images", "ms"}: `images` were processed in `ms` milliseconds, the timed
+interval the value comes from (an img/s value is images * 1000 / ms, an ms value is ms). The faithful and the fast
+path run on the same inputs; where the fast path comes out slower, its row says why (`slower_note`)."""
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from galip_bench.checkpoints.clip import build_clip
 from galip_bench.config.resolve import DECODERS, canvas_size, resolve_run_config
@@ -24,8 +27,44 @@ from galip_bench.train.step import make_optimizers, train_step
 from models import GALIP
 
 
-def row(name, path, value, unit, note="") -> dict:
-    return {"row": name, "path": path, "value": float(value), "unit": unit, "note": note}
+def row(name, path, value, unit, note="", images=None, ms=None) -> dict:
+    return {"row": name, "path": path, "value": float(value), "unit": unit, "note": note, "images": images,
+            "ms": None if ms is None else float(ms)}
+
+
+class _CountCasts(TorchDispatchMode):
+    """Counts the operations a call dispatches, and among them the casts to bf16 (what autocast inserts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = self.casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ops += 1
+        self.casts += func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16
+        return func(*args, **kwargs)
+
+
+def bf16_casts(fn, device) -> tuple:
+    """(casts to bf16, operations) that one call of `fn` makes under bf16 autocast, eager (uncompiled)."""
+    with _CountCasts() as count, torch.autocast(device.type, dtype=torch.bfloat16):
+        fn()
+    return count.casts, count.ops
+
+
+def cpu_bf16_support() -> str:
+    """Whether this CPU has native bf16 matmul instructions, as oneDNN reports it (avx512_bf16 or AMX)."""
+    try:
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return "this CPU's bf16 support: unknown"
+    return ("this CPU has native bf16 instructions, as oneDNN reports" if native else
+            "this CPU has no native bf16 instructions, as oneDNN reports: bf16 math is emulated in fp32")
+
+
+def _change(ms, base_ms) -> str:
+    return f"{(ms / base_ms - 1) * 100:+.0f}%"
 
 
 def build_galip(model_cfg, device, seed: int = 0) -> GALIP:
@@ -44,10 +83,66 @@ def _reset_peak(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def _fast_parts(galip, device, tokens, batch: int, sizes) -> dict:
+    """Median ms per call at `batch` of the fast path's parts, each on its own and uncompiled: bf16 autocast alone
+    (contiguous layout) and channels_last alone (fp32)."""
+    toks = tokens[torch.arange(batch) % len(tokens)].to(device)
+    noise = torch.randn(batch, galip.cfg.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    out = {}
+    for part, autocast, channels_last in (("bf16 autocast", True, False), ("channels_last", False, True)):
+        if channels_last:
+            galip.generator.to(memory_format=torch.channels_last)
+
+        def step():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                galip.generator(noise, galip.text_condition(toks))
+        try:
+            for _ in range(sizes.warmup):
+                step()
+            out[part] = statistics.median(time_once(step, device) for _ in range(max(sizes.repeats, 3))) * 1000
+        finally:
+            galip.generator.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        out["casts"], out["ops"] = bf16_casts(lambda: galip.generator(noise, galip.text_condition(toks)), device)
+    return out
+
+
+def slower_note(change: str, parts: dict, base_ms: float) -> str:
+    """A fast row's note when it came out slower than faithful: by how much, and each part's share measured."""
+    measured = ", ".join(f"{k} {_change(v, base_ms)}" for k, v in parts.items() if k not in ("casts", "ops"))
+    return f"slower than faithful ({change}); each part alone, uncompiled: {measured}"
+
+
+def why_fast_is_slower(device, compiled: bool, parts: dict, quick: bool) -> str:
+    """The line under the table that says why the fast path came out slower: what it is on this device, each part
+    timed alone (_fast_parts) against faithful, the casts autocast adds, and which parts cost (over +10%)."""
+    where = "a CPU" if device.type == "cpu" else device.type
+    compile_text = ("with torch.compile" if compiled else
+                    "without torch.compile (fast mode compiles on a GPU only)")
+    changes = {k: parts[k] / parts["faithful"] - 1 for k in ("bf16 autocast", "channels_last")}
+    costly = [k for k, c in changes.items() if c > 0.10]
+    timed = ", ".join(f"{k} {_change(parts[k], parts['faithful'])}" for k in changes)
+    lines = [f"why fast is slower here: on {where} the fast path is bf16 autocast + channels_last {compile_text}; "
+             f"each timed alone at batch {parts['batch']} (uncompiled) against faithful: {timed}."]
+    if "bf16 autocast" in costly:
+        size = "the quick (smoke) model's small layers" if quick else "these layer sizes"
+        lines.append(f"bf16 autocast adds {parts['casts']:,} casts to bf16 per call (of {parts['ops']:,} operations)"
+                     f"{'' if compiled else ' that nothing fuses'}; at {size} they cost more than bf16 arithmetic "
+                     "saves" + (f"; {cpu_bf16_support()}" if device.type == "cpu" else "") + ".")
+    if "channels_last" in costly:
+        lines.append("channels_last alone is slower too: the contiguous layout's convolution kernels are faster "
+                     "here.")
+    if not costly:
+        lines.append("neither part is slower on its own: the difference is within this machine's timing noise "
+                     "(rerun on an idle machine, or without --quick for more repeats).")
+    return " ".join(lines)
+
+
 def synthesis(galip, device, sizes) -> tuple:
     """Latency at batch 1 and throughput at `sizes.throughput_batch` per path, and how far the fast images are from
-    the faithful ones on the same noise and captions."""
-    rows, images = [], {}
+    the faithful ones on the same noise and captions. Returns (rows, fidelity, why): `why` says, where the fast
+    path came out slower than the faithful one, what makes it so (its parts timed alone), else None."""
+    rows, images, results, compiled = [], {}, {}, False
     tokens = tokenize(SPEED_CAPTIONS)
     noise = torch.randn(sizes.fidelity_batch, galip.cfg.z_dim, generator=torch.Generator().manual_seed(0))
     fidelity_tokens = tokens[torch.arange(sizes.fidelity_batch) % len(tokens)]
@@ -57,12 +152,29 @@ def synthesis(galip, device, sizes) -> tuple:
                                    batch_sizes=(1, sizes.throughput_batch), repeats=sizes.repeats,
                                    warmup=sizes.warmup)
             images[mode] = synth(fidelity_tokens, noise)
-        rows.append(row("synthesis latency, batch 1", mode, result["latency_ms"], "ms"))
-        rows.append(row(f"synthesis throughput, batch {result['throughput_batch']}", mode,
-                        result["throughput_img_s"], "img/s"))
+            compiled |= mode == "fast" and synth.compile
+        results[mode] = result
+    why, parts = None, {}
+    for mode in SYNTHESIS_MODES:
+        result = results[mode]
+        largest = result["throughput_batch"]
+        for batch, name, unit in ((result["latency_batch"], "synthesis latency, batch 1", "ms"),
+                                  (largest, f"synthesis throughput, batch {largest}", "img/s")):
+            ms = result["per_batch"][batch]["median_s"] * 1000
+            base = results["faithful"]["per_batch"][batch]["median_s"] * 1000
+            note = ""
+            if mode == "fast" and ms > base:
+                if batch not in parts:
+                    parts[batch] = _fast_parts(galip, device, tokens, batch, sizes)
+                note = slower_note(_change(ms, base), parts[batch], base)
+                if why is None:
+                    why = why_fast_is_slower(device, compiled, {**parts[batch], "faithful": base, "batch": batch},
+                                             getattr(sizes, "quick", False))
+            value = ms if unit == "ms" else batch * 1000 / ms
+            rows.append(row(name, mode, value, unit, note, images=batch, ms=ms))
     embed = lambda x: galip.clip.encode_image(x)[1]  # noqa: E731  (the model's CLIP image tower)
     gap = compare(images["fast"], images["faithful"], embed)
-    return rows, {"images": sizes.fidelity_batch, **gap}
+    return rows, {"images": sizes.fidelity_batch, **gap}, why
 
 
 def train_step_speed(model_cfg, device, sizes) -> list:
@@ -89,13 +201,20 @@ def train_step_speed(model_cfg, device, sizes) -> list:
         step = lambda: train_step(galip, opt_d, opt_g, images, tokens, noise, amp=amp)  # noqa: E731
         for _ in range(sizes.warmup):
             step()
-        median = statistics.median(time_once(step, device) for _ in range(sizes.repeats))
+        ms = statistics.median(time_once(step, device) for _ in range(sizes.repeats)) * 1000
         name = ("fp16 + GradScaler" if precision == "fp16" else precision) + (", channels_last" if channels_last
                                                                               else "")
         peak = _peak_gib(device)
         note = f"peak {peak:.1f} GiB" if device.type == "cuda" else ""
-        rows.append(row(f"training step, batch {b}", name, median * 1000, "ms", note))
-        rows.append(row(f"training step, batch {b}", name, b / median, "img/s", note))
+        if precision == "fp32" and not channels_last:
+            fp32_ms = ms
+        elif precision == "bf16" and ms > fp32_ms:  # meant to be faster: say what it costs
+            casts, ops = bf16_casts(step, device)
+            note = "; ".join(t for t in (note, f"slower than fp32 ({_change(ms, fp32_ms)}): bf16 autocast adds "
+                                               f"{casts:,} casts to bf16 per step (of {ops:,} operations), uncompiled"
+                                         + (f"; {cpu_bf16_support()}" if device.type == "cpu" else "")) if t)
+        rows.append(row(f"training step, batch {b}", name, ms, "ms", note, images=b, ms=ms))
+        rows.append(row(f"training step, batch {b}", name, b * 1000 / ms, "img/s", note, images=b, ms=ms))
         del galip, opt_d, opt_g
     return rows
 
@@ -119,13 +238,14 @@ def train_end_to_end(model_cfg, device, sizes, work: Path) -> list:
         wall = time.perf_counter() - t0
         log = read_jsonl(run_dir.train_log)
         first = log[len(log) // 3]
-        rate = (log[-1]["step"] - first["step"]) * sizes.train_batch / (log[-1]["time"] - first["time"])
+        images = (log[-1]["step"] - first["step"]) * sizes.train_batch  # trained after the first logged third
+        ms = (log[-1]["time"] - first["time"]) * 1000
         workers = sizes.workers if sizes.workers is not None else "auto"
         note = (f"{cfg.data.size} px crops of {sizes.e2e_images:,} JPEGs, {workers} workers, {len(log)} steps in "
                 f"{wall:.0f} s incl. start-up" + (f", peak {_peak_gib(device):.1f} GiB" if device.type == "cuda"
                                                    else ""))
         rows.append(row(f"training end to end, batch {sizes.train_batch}", f"{cfg.train.precision}, decode {decode}",
-                        rate, "img/s", note))
+                        images * 1000 / ms, "img/s", note, images=images, ms=ms))
     return rows
 
 
@@ -152,7 +272,8 @@ def evaluation(galip, device, sizes, site, work: Path) -> tuple:
         steady = time.perf_counter() - t1
         values[mode] = {r["metric"]: r["value"] for r in records}
         rows.append(row(f"evaluation, fid_galip + clip_score_galip, N={sizes.eval_n:,}", mode,
-                        sizes.eval_n / steady, "img/s", f"{steady:.1f} s steady + {startup:.1f} s start-up"))
+                        sizes.eval_n / steady, "img/s", f"{steady:.1f} s steady + {startup:.1f} s start-up",
+                        images=sizes.eval_n, ms=steady * 1000))
     moved = {m: values["fast"][m] - values["faithful"][m] for m in values["faithful"]}
     return rows, {"faithful": values["faithful"], "fast": values["fast"], "fast_minus_faithful": moved}
 

@@ -5,7 +5,8 @@ import sys
 
 from galip_bench.benchmark import run_bench, table
 from galip_bench.config.site import load_site
-from galip_bench.files import atomic_write_json
+from galip_bench.devices import check_device
+from galip_bench.files import atomic_write_json, check_output_dir, check_output_file
 
 
 def add_arguments(p):
@@ -21,6 +22,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    check_device(args.device, "--device")  # before minutes of work, not at its end
+    if args.out:
+        check_output_file(args.out, "--out")
+    if args.work:
+        check_output_dir(args.work, "--work")
     result = run_bench(args.device, quick=args.quick, site=load_site(args.bench), clip_weights=args.clip_weights,
                        work=args.work, report=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"galip-bench bench on {result['device']} ({'quick' if args.quick else 'full size'}; metric weights: "

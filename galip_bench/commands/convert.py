@@ -2,7 +2,7 @@
 from galip_bench.checkpoints import load_model, read_checkpoint, save_checkpoint
 from galip_bench.checkpoints.format import system_of
 from galip_bench.errors import UserError
-from galip_bench.files import atomic_torch_save
+from galip_bench.files import atomic_torch_save, check_output_file
 
 
 def add_arguments(p):
@@ -21,6 +21,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    check_output_file(args.output, "OUTPUT")  # before reading (and converting) the input
     kind, ckpt = read_checkpoint(args.input)
     if kind == "ours" and system_of(ckpt) == "clipgen":
         raise UserError(f"{args.input} is a CLIP-GEN checkpoint: convert handles GALIP checkpoints only")

@@ -10,6 +10,7 @@ from galip_bench.config.schema import DataConfig
 from galip_bench.data.check import check_dataset
 from galip_bench.data.fake import write_fake_coco
 from galip_bench.errors import UserError
+from galip_bench.files import check_output_dir
 from models import GALIPConfig
 
 
@@ -29,10 +30,13 @@ def run(args) -> int:
     if args.action == "fake-coco":
         if args.images < 2:
             raise UserError(f"--images must be at least 2, got {args.images}")
+        check_output_dir(args.target, "fake-coco DIR")
         counts = write_fake_coco(args.target, args.images, args.seed)
         print(f"wrote {counts['train']} train and {counts['test']} test images under {args.target} "
               f"(use data: {{kind: coco, root: {args.target}}}); procedural content: numbers on it mean nothing")
         return 0
+    if args.out:
+        check_output_dir(args.out, "--out")
     cfg = read_data_section(args.target)
     overrides = [o[len("data."):] if o.startswith("data.") else o for o in args.overrides]
     cfg = to_object(merge_onto(DataConfig, cfg, dotlist(overrides), source="--set"), "--set")

@@ -18,11 +18,11 @@ from galip_bench.commands.options import (add_model_source_arguments, add_plan_a
 from galip_bench.config.io import read_data_section
 from galip_bench.config.site import load_site
 from galip_bench.data import split_size
-from galip_bench.devices import resolve_device
+from galip_bench.devices import check_device, resolve_device
 from galip_bench.errors import UserError
 from galip_bench.evaluation.evaluate import evaluate_checkpoint, prepare_evaluation, run_evaluation
 from galip_bench.evaluation.planning import build_protocols, evaluation_timeout
-from galip_bench.files import atomic_write_json
+from galip_bench.files import atomic_write_json, check_output_dir, check_output_file
 from galip_bench import distributed
 
 
@@ -39,7 +39,17 @@ def add_arguments(p):
     add_model_source_arguments(p)
 
 
+def check_outputs(args) -> None:
+    """The device and every output path, before anything is read or generated."""
+    check_device(args.device, "--device")
+    if getattr(args, "out", None):
+        check_output_file(args.out, "--out")
+    if getattr(args, "save_images", None):
+        check_output_dir(args.save_images, "--save-images")
+
+
 def run(args) -> int:
+    check_outputs(args)
     eval_cfg = eval_config(args, protocol_list(args.protocols))
     data_cfg, site = read_data_section(args.data), load_site(args.bench)
     if args.nproc == 1:

@@ -10,7 +10,8 @@ from galip_bench.config.io import read_data_section
 from galip_bench.config.site import load_site
 from galip_bench.errors import UserError
 from galip_bench.evaluation import gate, regress
-from galip_bench.files import atomic_write_json
+from galip_bench.devices import check_device
+from galip_bench.files import atomic_write_json, check_output_file, require_file
 
 
 def add_arguments(p):
@@ -32,6 +33,7 @@ def add_arguments(p):
 
 
 def _write_baseline(args) -> int:
+    check_output_file(args.write_baseline, "--write-baseline")
     if args.baseline or args.records:
         raise UserError("--write-baseline makes a baseline: give --checkpoint and --data, not --baseline/--records")
     if not args.checkpoint or not args.data:
@@ -48,12 +50,20 @@ def _write_baseline(args) -> int:
 
 
 def run(args) -> int:
+    check_device(args.device, "--device")  # before any evaluation
+    if args.out:
+        check_output_file(args.out, "--out")
     if args.write_baseline:
         return _write_baseline(args)
     if not args.baseline:
         raise UserError("give --baseline BASELINE.json (or --write-baseline FILE to make one)")
     if not (args.checkpoint or args.records):
         raise UserError("give --checkpoint NEW (or --records NEW.json) to compare with the baseline")
+    require_file(args.baseline, "a baseline JSON (from regress --write-baseline, or an `eval --out` record list)")
+    if args.records:
+        require_file(args.records, "an `eval --out` record list")
+    if not args.out:
+        check_output_file(Path(args.baseline).with_name("regress.json"), "the verdict file (--out)")
     result = gate.gate(args.baseline, load_site(args.bench), model_source(args), checkpoint=args.checkpoint,
                        records_path=args.records, data_path=args.data, protocols=protocol_list(args.protocols) or None,
                        tolerance_text=args.tolerance, announce=announce)

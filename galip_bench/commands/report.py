@@ -3,6 +3,7 @@ grid's run folders."""
 from pathlib import Path
 
 from galip_bench.config.site import load_site
+from galip_bench.files import check_output_dir, require_file
 from galip_bench.grids.grid import grid_folder, grid_info
 from galip_bench.report import build_report
 
@@ -19,6 +20,9 @@ def run(args) -> int:
     info = grid_info(args.grid)
     name = root.name
     out = Path(args.out) if args.out else Path("reports") / name
+    check_output_dir(out, "--out" if args.out else "the report folder")  # before reading every run
+    if args.references:
+        require_file(args.references, "a paper reference YAML (as reports/paper_reference.yaml)")
     paths = build_report(root, out, name, info, args.references)
     table = paths["table"]
     print(f"{name}: {len(table)} table row(s), {len(paths['plots'])} plot(s)")

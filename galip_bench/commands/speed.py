@@ -9,7 +9,8 @@ from galip_bench.config.schema import EvalConfig
 from galip_bench.config.site import load_site
 from galip_bench.errors import UserError
 from galip_bench.evaluation.evaluate import evaluate_checkpoint
-from galip_bench.files import atomic_write_json
+from galip_bench.devices import check_device
+from galip_bench.files import atomic_write_json, check_output_file
 
 
 def add_arguments(p):
@@ -41,6 +42,9 @@ def _batch_sizes(text) -> tuple:
 
 
 def run(args) -> int:
+    check_device(args.device, "--device")
+    if args.out:
+        check_output_file(args.out, "--out")
     if (args.repeats is not None and args.repeats < 1) or args.warmup < 0:
         raise UserError("--repeats must be at least 1 and --warmup at least 0")
     options = {"speed": {"batch_sizes": _batch_sizes(args.batch_sizes) if args.batch_sizes else None,

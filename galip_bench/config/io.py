@@ -11,6 +11,8 @@ from galip_bench.errors import UserError
 
 def read_yaml(path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a directory, expected a YAML file")
     if not path.is_file():
         raise UserError(f"config file {path} not found")
     try:

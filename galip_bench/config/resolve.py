@@ -1,7 +1,10 @@
 """What follows from other settings, and what cannot run: the data size follows the model, a run's length is
-exactly one of steps or epochs, and every numeric field is in range. Applied to every grid run and evaluation."""
+exactly one of steps or epochs, every numeric field is in range, the device is one torch knows. Applied to every
+grid run and evaluation (settings given that the chosen model, data or evaluation does not read are refused by
+`grids.applicable`)."""
 from galip_bench.config.recipe import NOISE_MODES, inline_placement, resolve_parallelism
 from galip_bench.config.schema import CLIPGEN_STAGES, SYSTEMS, RunConfig
+from galip_bench.devices import parse_device
 from galip_bench.errors import UserError
 
 
@@ -38,6 +41,7 @@ def resolve_run_config(cfg: RunConfig, source: str = "config", placement=None,
         for name in ("lr_g", "lr_d"):
             if getattr(tc, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(tc, name)}")
+        parse_device(tc.device, "train.device")  # the machine's GPUs are checked where the run will execute
         if tc.noise not in NOISE_MODES:
             raise UserError(f"train.noise must be one of {', '.join(NOISE_MODES)}, got {tc.noise!r}")
         change = resolve_parallelism(tc, placement or inline_placement(), allow_recipe_change)
@@ -128,3 +132,6 @@ def check_site(site, source: str):
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
     return site
+
+
+# ---- settings that do not apply ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from galip_bench.data.captioned import Entry
 from galip_bench.errors import UserError
+from galip_bench.files import require_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 CAPTION_FOLDER = "a folder of images with same-named .txt caption files"
@@ -15,6 +16,8 @@ CAPTION_FOLDER = "a folder of images with same-named .txt caption files"
 
 def require_dir(path, what: str) -> Path:
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, expected a folder: {what}")
     if not path.is_dir():
         raise UserError(f"{path} not found: expected {what}")
     return path
@@ -23,6 +26,8 @@ def require_dir(path, what: str) -> Path:
 def split_file(root: Path, split: str) -> Path:
     """ROOT/{train,test}/filenames.pickle, which must exist."""
     path = Path(root) / split / "filenames.pickle"
+    if path.is_dir():
+        raise UserError(f"split file {path} is a directory, expected a file: a pickled list of keys")
     if not path.is_file():
         raise UserError(f"split file {path} not found: expected a pickled list of keys "
                         "(from the GALIP/DF-GAN birds.zip or coco.zip metadata)")
@@ -57,6 +62,8 @@ def read_captions(path: Path) -> list:
     """The captions of one caption file, as the official GALIP loader's get_caption (code/lib/datasets.py) reads
     them: the file in text mode (universal newlines: CRLF and CR end a line too), split on '\n', every line of
     non-zero length kept as it is -- not stripped, so a line of spaces is a caption."""
+    if path.is_dir():
+        raise UserError(f"caption file {path} is a directory, expected a file of one caption per line")
     if not path.is_file():
         raise UserError(f"caption file {path} not found: expected one caption per line")
     with open(path, encoding="utf-8", errors="replace") as f:  # newline=None: universal newlines, as open(p, "r")
@@ -123,10 +130,7 @@ def _in_split(key: str, split: str, explicit) -> bool:
 
 
 def require_manifest(manifest) -> Path:
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise UserError(f"manifest {manifest} not found: expected a JSONL or CSV file of (image, caption)")
-    return manifest
+    return require_file(manifest, "a JSONL or CSV manifest of (image, caption)")
 
 
 def manifest_entries(manifest, root, split: str, captions: bool = True) -> list:

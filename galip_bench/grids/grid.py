@@ -2,6 +2,7 @@
 one resolved RunConfig per run. Run ids hash the resolved config, so the same run always lands in the same folder."""
 import hashlib
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
@@ -15,6 +16,7 @@ from galip_bench.config.resolve import resolve_run_config
 from galip_bench.config.schema import RunConfig
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import PROTOCOLS
+from galip_bench.grids.applicable import check_applicable
 
 GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile",
              "recipe", "schedules", "schedule"}
@@ -210,7 +212,7 @@ def load_grid(path, profile: str = None, overrides=None, placement=None, schedul
     unknown = set(raw) - GRID_KEYS
     if unknown:
         raise UserError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(GRID_KEYS))})")
-    name = str(raw.get("name") or path.stem)
+    name = check_grid_name(raw.get("name") or path.stem, path, "name" in raw)
     profile = profile or raw.get("profile")
     if profile is not None and profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}' (available: {', '.join(PROFILES)})")
@@ -234,6 +236,7 @@ def load_grid(path, profile: str = None, overrides=None, placement=None, schedul
             start = {"after": ids[(after, index, int(seed))]} if after else {}
             conf = merge_onto(RunConfig, conf, cli, {"grid": name, "variant": run_name, "seed": int(seed), **start},
                               source=f"{source} (command-line overrides)")
+            check_applicable(conf, source, PROFILES[profile] if profile else None, cli)
             config = to_object(conf, source)
             try:
                 config.model.validate()
@@ -257,6 +260,22 @@ def load_grid(path, profile: str = None, overrides=None, placement=None, schedul
         raise UserError(f"{path}: the grid expands to no runs")
     return Grid(name, path, runs, dict(raw.get("slurm") or {}), raw.get("executor"), profile, recipe, schedules,
                 schedule)
+
+
+GRID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_grid_name(name, path=None, declared: bool = True) -> str:
+    """A grid name becomes the folders runs/<name>/ and reports/<name>/: letters, digits, '.', '_' and '-' only,
+    starting with a letter or digit (no path separator, no '..', nothing hidden)."""
+    name = str(name)
+    if GRID_NAME.fullmatch(name) and ".." not in name:
+        return name
+    where = f"{path}: " if path is not None else ""
+    what = "grid name" if declared else "grid name (the file's name, as it sets no `name:`)"
+    raise UserError(f"{where}{what} {name!r} cannot name a folder under runs/: use letters, digits, '.', '_' and '-' "
+                    "(starting with a letter or digit; no '/', no '..')" + ("" if declared else ", or give the grid "
+                                                                           "a `name:`"))
 
 
 def check_keep_best(cfg) -> None:
@@ -293,6 +312,7 @@ def grid_folder(grid_arg: str, site) -> Path:
     name = grid_arg
     if str(grid_arg).endswith((".yaml", ".yml")):  # its name only: no need to resolve its runs here
         name = grid_info(grid_arg).get("name") or load_grid(grid_arg).name
+    name = check_grid_name(name, grid_arg if str(grid_arg).endswith((".yaml", ".yml")) else None)
     root = Path(site.paths.runs) / name
     if not root.exists():
         raise UserError(f"no runs for grid '{name}' under {root}: run `galip-bench run` first")

@@ -1,10 +1,15 @@
 """Launching a grid through submitit: one Checkpointable job per run (a SLURM job array, local subprocesses, or
-in-process with the debug executor). Finished runs are skipped, unfinished ones resume, --force reruns."""
+in-process with the debug executor). Finished runs are skipped, unfinished ones resume, --force reruns.
+
+A run folder has one owner at a time (`runs.lock`): the launcher takes each run's lock before it writes there and
+hands it to the run's job, which takes it over when it starts; a run another launcher, job or `train` owns is
+skipped with one line naming its owner. `--force` moves a run's old results aside and puts them back unless the
+new run reaches its first checkpoint (`runs.replace`)."""
 import os
-import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import submitit
@@ -17,7 +22,7 @@ from galip_bench.config.schema import RunConfig, SiteConfig
 from galip_bench.errors import UserError
 from galip_bench.grids.grid import legacy_run_id_of
 from galip_bench.progress import progress_options
-from galip_bench.runs import results
+from galip_bench.runs import lock, replace, results
 from galip_bench.runs.rundir import RunDir
 from galip_bench.signals import Interrupt, children_ignore_sigint
 
@@ -27,9 +32,10 @@ class RunJob(submitit.helpers.Checkpointable):
     which requeues the same job; it resumes from the run's last checkpoint."""
 
     def __init__(self, conf_yaml: str, run_path: str, site_yaml: str, allow_download: bool = False,
-                 progress: bool = False, threads: int = None):
+                 progress: bool = False, threads: int = None, owner: str = None):
         self.conf_yaml, self.run_path, self.site_yaml = conf_yaml, run_path, site_yaml
         self.allow_download, self.progress, self.threads = allow_download, progress, threads
+        self.owner = owner  # the launcher's lock token: this job takes the run's lock over from it
 
     def __call__(self) -> dict:
         import torch
@@ -48,18 +54,21 @@ class RunJob(submitit.helpers.Checkpointable):
         site = to_object(merge_onto(SiteConfig, OmegaConf.create(self.site_yaml), source="site"))
         run_dir = RunDir(self.run_path)
         make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress)
-        try:
-            out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache,
-                            weights_dir=site.paths.weights, timeout=process_group_timeout(cfg))
-        except BaseException as err:
-            if not isinstance(err, (KeyboardInterrupt, SystemExit)) and int(os.environ.get("RANK", 0)) == 0:
-                line = (str(err).splitlines() or [""])[0]
-                run_dir.set_status("failed", error=f"{type(err).__name__}: {line}")
-            raise
-        if out["interrupted"] and "SLURM_JOB_ID" in os.environ:
-            # stopped by SIGTERM (scancel, scontrol requeue) after a checkpoint: leave without a result, so that
-            # submitit sees the scheduler's state (cancelled, or requeued and running again), not a success
-            raise SystemExit(143)
+        with lock.owning(self.run_path, self.owner) as own:  # rank 0 holds it; refused: RunOwned, nothing written
+            try:
+                out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache,
+                                weights_dir=site.paths.weights, timeout=process_group_timeout(cfg), owner=own.token)
+            except BaseException as err:
+                if not isinstance(err, (KeyboardInterrupt, SystemExit)) and int(os.environ.get("RANK", 0)) == 0:
+                    line = (str(err).splitlines() or [""])[0]
+                    run_dir.set_status("failed", error=f"{type(err).__name__}: {line}")
+                raise
+            if out["interrupted"] and "SLURM_JOB_ID" in os.environ:
+                # stopped by SIGTERM (scancel, scontrol requeue) after a checkpoint: leave without a result, so that
+                # submitit sees the scheduler's state (cancelled, or requeued and running again), not a success; the
+                # lock stays for the requeued job (the scheduler says when a cancelled one is gone)
+                own.keep = True
+                raise SystemExit(143)
         return out
 
     def checkpoint(self, *args, **kwargs):
@@ -85,14 +94,31 @@ def process_group_timeout(cfg):
 
 
 def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool = False) -> dict:
-    """Train one run of a grid in this process (no executor), in the same run folder `launch` uses."""
+    """Train one run of a grid in this process (no executor), in the same run folder `launch` uses, as its owner
+    (RunOwned, a UserError, when another process owns it)."""
     from galip_bench.train.loop import train_run
     adopt_legacy_folder(Path(site.paths.runs) / grid_name, run)
     run_dir = RunDir(Path(site.paths.runs) / grid_name / run.run_id)
-    run_dir.write_config(run.conf)
-    out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download), cache_dir=site.paths.cache,
-                    weights_dir=site.paths.weights, timeout=process_group_timeout(run.config))
+    with lock.owning(run_dir.path, role="train") as own:
+        _note_repair(run, run_dir)
+        run_dir.write_config(run.conf)
+        if "status.json" in run_dir.torn():  # rebuilt with what `run` would have written
+            run_dir.set_status("pending", variant=run.name, seed=run.seed, steps=run.config.train.steps,
+                               epochs=run.config.train.epochs, executor=None, job_id=None)
+        out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download),
+                        cache_dir=site.paths.cache, weights_dir=site.paths.weights,
+                        timeout=process_group_timeout(run.config), owner=own.token)
     return {**out, "folder": run_dir.path}
+
+
+def _note_repair(run, run_dir: RunDir) -> None:
+    """One line for a run whose files hold a torn record: what is redone."""
+    torn = run_dir.torn()
+    if torn:
+        upto = run_dir.trusted_step()
+        where = f"its last checkpoint at or before step {upto}" if upto is not None else "its last checkpoint"
+        print(f"repairing {run.run_id} {run.name}: torn record in {', '.join(sorted(torn))}; resumed from {where}",
+              file=sys.stderr)
 
 
 def slurm_settings(site: SiteConfig, grid_slurm: dict) -> dict:
@@ -170,18 +196,37 @@ def adopt_legacy_folder(root: Path, run) -> None:
         print(f"note: {old} (this run's folder under an earlier version's id) is now {new}", file=sys.stderr)
 
 
-def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
-    """(runs to launch, runs skipped as finished). Writes each run's resolved config."""
+def prepare(grid, site: SiteConfig, force: bool = False, token: str = None, owned: list = None,
+            forced: dict = None) -> tuple:
+    """(runs to launch, runs skipped as finished). Takes each run's lock under `token` (the caller releases them:
+    `launch` does) and writes its resolved config; a run another process owns is left alone, with one line (and
+    its (run id, owner) in `owned`). With `force`, a run's old files move aside until the new run is under way
+    (and `forced` gets {run id: when})."""
     root = Path(site.paths.runs) / grid.name
+    token = token or lock.new_token()
     todo, done = [], []
     for run in grid.runs:
         adopt_legacy_folder(root, run)
         run_dir = RunDir(root / run.run_id)
-        if force and run_dir.path.exists():
-            shutil.rmtree(run_dir.path)
-        if run_dir.finished:
+        if run_dir.finished and not force:
             done.append(run)
             continue
+        try:
+            lock.acquire(run_dir.path, token, role="launcher", executor=site.executor)
+        except lock.RunOwned as err:
+            print(f"skipped {run.run_id} {run.name}: owned by {err.owner}")
+            if owned is not None:
+                owned.append((run.run_id, err.owner))
+            continue
+        if run_dir.finished and not force:  # finished meanwhile, or restored from an unfinished --force
+            lock.release(run_dir.path, token)
+            done.append(run)
+            continue
+        if force:
+            if replace.move_aside(run_dir.path, token) and forced is not None:
+                forced[run.run_id] = time.time()
+        else:
+            _note_repair(run, run_dir)
         run_dir.write_config(run.conf)
         run_dir.set_status("pending", variant=run.name, seed=run.seed, steps=run.config.train.steps,
                            epochs=run.config.train.epochs, executor=site.executor, job_id=None)
@@ -191,49 +236,82 @@ def prepare(grid, site: SiteConfig, force: bool = False) -> tuple:
 
 def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = False, wait: bool = True,
            progress: bool = True) -> dict:
-    """Submit every unfinished run and (with `wait`) wait for them. A SIGINT/SIGTERM meanwhile stops the local jobs
-    (they checkpoint and are marked resumable) or leaves SLURM jobs running, and marks runs that never started;
-    the summary then names the signal under `interrupted`."""
+    """Submit every unfinished run this launcher could take the lock of, and (with `wait`) wait for them. A
+    SIGINT/SIGTERM meanwhile stops the local jobs (they checkpoint and are marked resumable) or leaves SLURM jobs
+    running, and marks runs that never started; the summary then names the signal under `interrupted`. Runs
+    another process owns are listed under `owned` (run id, owner)."""
     root = Path(site.paths.runs) / grid.name
-    todo, done = prepare(grid, site, force)
-    summary = {"skipped": [r.run_id for r in done], "launched": [], "failed": [], "interrupted": None}
-    if todo:
-        site_yaml = OmegaConf.to_yaml(OmegaConf.structured(site))
-        in_process = site.executor == "debug"
-        chunk = (len(todo) if site.executor == "slurm" else local_parallel(todo, site, placement_of(site).gpus)
-                 if site.executor == "local" else max(site.max_local_parallel, 1))
-        jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
-                                    allow_download, progress=in_process and progress,
-                                    threads=_local_threads(r, chunk) if site.executor == "local" else None)
-                   for r in todo}
-        executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
-        bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait),
-                   **progress_options())
-        slurm = site.executor == "slurm"
-        submitted = {}  # run id -> job, for the runs that start after another
-        with Interrupt() as stop:
-            for wave in dependency_waves(todo):
-                wave = [r for r in wave if _can_start(r, root, submitted, slurm, summary)]
-                for i in range(0, len(wave), chunk):
-                    if stop.signal:
-                        break
-                    runs = wave[i:i + chunk]
-                    jobs = _submit(executor, runs, jobs_of, submitted, site, grid.slurm)
-                    for run, job in zip(runs, jobs):
-                        RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
-                    submitted.update({r.run_id: job for r, job in zip(runs, jobs)})
-                    summary["launched"] += [r.run_id for r in runs]
-                    if wait and not slurm:
-                        summary["failed"] += _wait(runs, jobs, root, bar, stop, site.executor)
-            if wait and slurm:  # dependent jobs were queued behind theirs (afterok): wait for all at once
-                runs = [r for r in todo if r.run_id in submitted]
-                summary["failed"] += _wait(runs, [submitted[r.run_id] for r in runs], root, bar, stop, "slurm")
-        bar.close()
-        if stop.signal:
-            summary["interrupted"] = stop.signal
-            _mark_unstarted(todo, root, stop.signal, slurm)
+    token = lock.new_token()
+    owned, forced = [], {}
+    submitted = {}  # run id -> job
+    try:
+        todo, done = prepare(grid, site, force, token, owned, forced)
+        summary = {"skipped": [r.run_id for r in done], "owned": owned, "launched": [], "failed": [],
+                   "interrupted": None}
+        if todo:
+            _launch(grid, site, root, todo, token, submitted, summary, allow_download, wait, progress, forced)
+    finally:
+        _release(grid.runs, root, token, submitted, site.executor == "slurm" or not wait)
     results.write_index(root)
     return summary
+
+
+def _launch(grid, site, root: Path, todo: list, token: str, submitted: dict, summary: dict, allow_download: bool,
+            wait: bool, progress: bool, forced: dict) -> None:
+    site_yaml = OmegaConf.to_yaml(OmegaConf.structured(site))
+    in_process = site.executor == "debug"
+    chunk = (len(todo) if site.executor == "slurm" else local_parallel(todo, site, placement_of(site).gpus)
+             if site.executor == "local" else max(site.max_local_parallel, 1))
+    jobs_of = {r.run_id: RunJob(OmegaConf.to_yaml(r.conf, resolve=True), str(root / r.run_id), site_yaml,
+                                allow_download, progress=in_process and progress,
+                                threads=_local_threads(r, chunk) if site.executor == "local" else None, owner=token)
+               for r in todo}
+    executor = make_executor(site, root / "_submitit", grid.slurm, site.slurm.gpus_per_node)
+    bar = tqdm(total=len(todo), desc=f"{grid.name}: runs finished", disable=not (progress and wait),
+               **progress_options())
+    bar.ended = Counter()  # runs that ended without finishing (failed, interrupted, owned elsewhere): not counted
+    slurm = site.executor == "slurm"
+    with Interrupt() as stop:
+        for wave in dependency_waves(todo):
+            wave = [r for r in wave if _can_start(r, root, submitted, slurm, summary)]
+            for i in range(0, len(wave), chunk):
+                if stop.signal:
+                    break
+                runs = wave[i:i + chunk]
+                jobs = _submit(executor, runs, jobs_of, submitted, site, grid.slurm)
+                for run, job in zip(runs, jobs):
+                    lock.hand_over(root / run.run_id, token, site.executor, job.job_id)
+                    RunDir(root / run.run_id).set_status("pending", job_id=str(job.job_id))
+                submitted.update({r.run_id: job for r, job in zip(runs, jobs)})
+                summary["launched"] += [r.run_id for r in runs]
+                if wait and not slurm:
+                    summary["failed"] += _wait(runs, jobs, root, bar, stop, site.executor, token, forced)
+        if wait and slurm:  # dependent jobs were queued behind theirs (afterok): wait for all at once
+            runs = [r for r in todo if r.run_id in submitted]
+            summary["failed"] += _wait(runs, [submitted[r.run_id] for r in runs], root, bar, stop, "slurm", token,
+                                       forced)
+    bar.close()
+    if stop.signal:
+        summary["interrupted"] = stop.signal
+        _mark_unstarted(todo, root, stop.signal, slurm)
+
+
+def _release(runs: list, root: Path, token: str, submitted: dict, jobs_keep: bool) -> None:
+    """The launcher's locks, on every way out of `launch`: a run never submitted (or whose local job has ended) is
+    released, after its old results return if a --force replacement never got under way; a submitted job that
+    outlives the launcher (SLURM, --no-wait, or one still running) keeps its lock: it takes it over when it
+    starts, and the scheduler (or its pid) says when it is gone."""
+    for run in runs:
+        job = submitted.get(run.run_id)
+        running = job is not None and (jobs_keep or not _job_done(job))
+        lock.release(root / run.run_id, token, keep=running)
+
+
+def _job_done(job) -> bool:
+    try:
+        return job.done()
+    except Exception:
+        return True
 
 
 def dependency_waves(runs: list) -> list:
@@ -318,7 +396,10 @@ def _mark_unstarted(todo, root: Path, signal_name: str, slurm: bool = False) -> 
                                                "`run` starts it")
 
 
-def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str) -> list:
+def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str, token: str = None, forced: dict = None) -> list:
+    """Wait for the jobs of `runs`; the run ids that did not finish. `forced`: {run id: time its old results were
+    moved aside} of this launch's --force reruns (a finished status older than that is the old one, put back)."""
+    forced = forced or {}
     failed = []
     pending = dict(zip([r.run_id for r in runs], jobs))
     names = {r.run_id: r.name for r in runs}
@@ -334,15 +415,29 @@ def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str) -> list:
                     process.send_signal(signal.SIGTERM)
             forwarded = True
         for rid, job in list(pending.items()):
+            raised = None
             try:
                 if not job.done():  # the debug executor runs the job here, and raises its error
                     continue
                 job.result()
-            except Exception:  # the job recorded its error in status.json, unless it died before it could
-                pass
+            except Exception as err:  # the job recorded its error in status.json, unless it died before it could
+                raised = err
             run_dir = RunDir(root / rid)
             status = run_dir.status()
-            if status.get("state") != "finished":  # raised, cancelled, or stopped by a signal after a checkpoint
+            owner = lock.read_owner(run_dir.path)
+            if token and owner and owner.get("token") != token and lock.owner_state(owner)[0] is not False:
+                # our lock was taken over (the job refused to start): the folder is its new owner's
+                print(f"skipped {rid} {names[rid]}: owned by {lock.describe(owner)}")
+                del pending[rid]
+                bar.ended["owned elsewhere"] += 1
+                continue
+            if rid in forced and status.get("state") == "finished" and status.get("updated", 0) < forced[rid]:
+                # a --force rerun that stopped before its first checkpoint: the earlier results were put back
+                why = (str(raised).splitlines() or [""])[0][:200] if raised is not None else _job_error(job)
+                print(f"{rid} {names[rid]}: the --force rerun stopped before its first checkpoint ({why}); its "
+                      "earlier results were put back")
+                failed.append(rid)
+            elif status.get("state") != "finished":  # raised, cancelled, or stopped by a signal after a checkpoint
                 failed.append(rid)
                 after = after_of.get(rid)
                 if status.get("state") != "failed" and after and not RunDir(root / after).finished:
@@ -353,10 +448,15 @@ def _wait(runs, jobs, root: Path, bar, stop, executor_kind: str) -> list:
                 elif str(status.get("error", "")).startswith("interrupted by") and not stop.signal:
                     stop.signal = status["error"].split()[2]  # an in-process (debug) run took the signal itself
             del pending[rid]
-            bar.update(1)
+            if rid in failed:
+                interrupted = stop.signal or str(run_dir.status().get("error", "")).startswith("interrupted")
+                bar.ended["interrupted" if interrupted else "failed"] += 1
+            else:
+                bar.update(1)
+        ended = [f"{kind} {n}" for kind, n in getattr(bar, "ended", {}).items()]
+        steps = {names[rid]: RunDir(root / rid).status().get("step", 0) for rid in pending}
+        bar.set_postfix_str(", ".join(ended + [f"{n}@{s}" for n, s in steps.items()])[:80], refresh=False)
         if pending:
-            steps = {names[rid]: RunDir(root / rid).status().get("step", 0) for rid in pending}
-            bar.set_postfix_str(", ".join(f"{n}@{s}" for n, s in steps.items())[:80], refresh=False)
             time.sleep(1.0)
     return failed
 

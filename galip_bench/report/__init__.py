@@ -105,8 +105,9 @@ def smoke_numbers(info, configs, recs) -> bool:
 
 
 def _settings_text(settings: dict) -> str:
+    """Settings as markdown code spans (`key=value`): shown as written, never read as emphasis or links."""
     keep = {k: v for k, v in settings.items() if k not in ("protocol", "matches")}
-    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in keep.items())
+    return ", ".join(tables.md_code(f"{k}={json.dumps(v, default=str)}") for k, v in keep.items())
 
 
 def _what_was_run(grid, info, runs, recs, configs, refs) -> list:
@@ -114,7 +115,7 @@ def _what_was_run(grid, info, runs, recs, configs, refs) -> list:
     executors = sorted({str(e) for e in runs["executor"].dropna()}) if not runs.empty else []
     commits = sorted({str(c) for c in recs.get("commit", pd.Series(dtype=object)).dropna()}) if not recs.empty else []
     lines += [f"- grid: `{grid}`" + (f" ({info['path']})" if info.get("path") else ""),
-              *([f"- description: {info['description']}"] if info.get("description") else []),
+              *([f"- description: {tables.md_text(info['description'])}"] if info.get("description") else []),
               f"- profile: {info.get('profile') or infer_profile(configs) or 'none'}"
               + ("" if info.get("profile") or not infer_profile(configs) else " (inferred from the run configs)"),
               f"- executor: {', '.join(executors) or info.get('executor') or 'unknown'}",
@@ -140,7 +141,7 @@ def _what_was_run(grid, info, runs, recs, configs, refs) -> list:
         for proto, g in recs.groupby("protocol", sort=True):
             distinct = {json.dumps(s, sort_keys=True, default=str) for s in g["settings"] if isinstance(s, dict)}
             matches = next((s.get("matches") for s in g["settings"] if isinstance(s, dict)), "")
-            lines.append(f"- `{proto}`: {matches}")
+            lines.append(f"- `{proto}`: {tables.md_text(matches)}")
             for s in sorted(distinct):
                 lines.append(f"    - settings: {_settings_text(json.loads(s))}")
             if len(distinct) > 1:
@@ -156,9 +157,9 @@ def _runs_section(runs) -> list:
     for r in runs.itertuples():
         state = r.state if r.state == "finished" else f"**{r.state}**"
         steps = f"{int(r.step or 0)}/{int(r.steps)}" if r.steps == r.steps and r.steps else f"{int(r.step or 0)}"
-        rows.append({"run": r.run_id, "variant": r.variant, "seed": r.seed, "state": state, "step": steps,
-                     "error": (r.error or "")[:160]})
-    return lines + [tables.markdown_table(pd.DataFrame(rows)), ""]
+        rows.append({"run": r.run_id, "variant": tables.md_text(r.variant), "seed": r.seed, "state": state,
+                     "step": steps, "error": tables.md_text((r.error or "")[:160])})
+    return lines + [tables.markdown_table(pd.DataFrame(rows), escape=False), ""]
 
 
 def budget_lines(runs, configs) -> list:
@@ -218,7 +219,7 @@ def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
             lines += [SPLIT_REFERENCE_NOTE.format(ref=ref), ""]
         notes = table[(table["protocol"] == proto) & (table["notes"] != "")]
         for r in notes.itertuples():
-            lines.append(f"- {r.variant} / {r.metric}: {r.notes}")
+            lines.append(f"- {tables.md_text(r.variant)} / {r.metric}: {tables.md_text(r.notes)}")
         lines += [""] if len(notes) else []
     return lines
 
@@ -227,9 +228,9 @@ def _reference_text(r) -> str:
     plan = r["plan"] if r["plan"] == tables.NOT_STATED else _settings_text(r["plan"])
     recipe = r["recipe"] if r["recipe"] == tables.NOT_STATED else ", ".join(
         f"{k} {v}" for k, v in r["recipe"].items() if v is not None)
-    return (f"- {r['variant']} / {r['metric']}: {r['value']:g} ({r['label']}; {r['source']}, {r['url']}); "
-            f"dataset {r['dataset']}; protocol `{r['protocol']}`; plan: {plan}; reference {r['reference']}; "
-            f"recipe: {recipe}")
+    return (f"- {r['variant']} / {r['metric']}: {r['value']:g} ({tables.md_text(r['label'])}; "
+            f"{tables.md_text(r['source'])}, {r['url']}); dataset {r['dataset']}; protocol `{r['protocol']}`; plan: "
+            f"{plan}; reference {tables.md_code(r['reference'])}; recipe: {tables.md_text(recipe)}")
 
 
 def _references_section(grid, refs) -> list:

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from galip_bench.files import atomic_write  # noqa: E402
+from galip_bench.runs.standin import LABEL as STAND_IN, is_stand_in  # noqa: E402
 
 RECIPE_CHANGED = "recipe changed"  # in the variant label of a run made with --allow-recipe-change
 
@@ -20,6 +21,16 @@ def recipe_note(variants) -> str:
     """A plot title's second line when a plotted variant ran with a changed recipe (its label says how)."""
     changed = [str(v) for v in variants if f"[{RECIPE_CHANGED}:" in str(v)]
     return f"\n{RECIPE_CHANGED} (--allow-recipe-change): {', '.join(changed)}" if changed else ""
+
+
+def stand_in_note(flags, what: str = "tiny random extractors") -> str:
+    """A plot title's line when a plotted number came from a smoke stand-in (records' settings.smoke)."""
+    return (f"\n{STAND_IN} numbers (smoke profile: {what}): compare only runs of the smoke profile"
+            if any(bool(f) and f == f for f in flags) else "")
+
+
+def _stand_in_records(g) -> list:
+    return [is_stand_in(s) for s in g["settings"]] if "settings" in g else []
 
 
 def _save(fig, path) -> Path:
@@ -50,8 +61,10 @@ def metric_curves(recs: pd.DataFrame, out_dir, order=()) -> list:
                 sd = stats["std"].fillna(0).to_numpy(float)
                 ax.fill_between(x, y - sd, y + sd, alpha=0.2)
         ax.set_xlabel("training step")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs step (mean ± std over seeds)" + recipe_note(set(g["variant"])), fontsize=9)
+        standin = stand_in_note(_stand_in_records(g))
+        ax.set_ylabel(metric + (f" [{STAND_IN}]" if standin else ""))
+        ax.set_title(f"{metric} vs step (mean ± std over seeds)" + recipe_note(set(g["variant"])) + standin,
+                     fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         made.append((f"{metric} against training step", _save(fig, Path(out_dir) / f"curve_{safe_name(metric)}.png")))
@@ -89,9 +102,10 @@ def metric_bars(table: pd.DataFrame, out_dir) -> list:
         ax.set_ylim(low - pad, high + pad)
         ax.set_xlim(-0.6, len(g) - 0.4)
         ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(g["variant"], g["n_seeds"])], fontsize=7)
-        ax.set_ylabel(metric)
+        standin = stand_in_note(g["smoke_stand_in"] if "smoke_stand_in" in g else [])
+        ax.set_ylabel(metric + (f" [{STAND_IN}]" if standin else ""))
         ax.set_title(f"{metric} at the final step (mean ± std over seeds; hollow: unfinished)"
-                     + recipe_note(g["variant"]), fontsize=9)
+                     + recipe_note(g["variant"]) + standin, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         made.append((f"{metric} across variants", _save(fig, Path(out_dir) / f"bar_{safe_name(metric)}.png")))
     return made
@@ -135,7 +149,9 @@ def speed_plot(recs: pd.DataFrame, out_dir, order=()) -> list:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
-    ax.set_title("synthesis speed (text encoder + generator)" + recipe_note(set(points["variant"])), fontsize=9)
+    standin = stand_in_note(_stand_in_records(recs[recs["protocol"] == "speed"]), "timings of the tiny model")
+    ax.set_title("synthesis speed (text encoder + generator)" + recipe_note(set(points["variant"])) + standin,
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return [("speed against batch size", _save(fig, Path(out_dir) / "speed.png"))]

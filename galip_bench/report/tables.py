@@ -10,6 +10,7 @@ import yaml
 from galip_bench.errors import UserError
 from galip_bench.evaluation.protocols import PROTOCOLS, direction
 from galip_bench.evaluation.spec import PLAN_KEYS, SETTING_DEFAULTS
+from galip_bench.runs.standin import LABEL as STAND_IN, is_stand_in
 
 ORDER = {"finished": 0, "running": 1, "pending": 2, "failed": 3}
 
@@ -197,12 +198,12 @@ def _step_key(step):
 
 
 def per_run_values(recs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, protocol, metric): final step and value, best value, and the final record's settings and
-    dataset id."""
+    """One row per (run, protocol, metric): final step and value, best value, the final record's settings and
+    dataset id, and whether any of its records is a smoke stand-in's (`stand_in`)."""
     rows = []
     if recs.empty:
         return pd.DataFrame(columns=["run_id", "variant", "seed", "protocol", "metric", "final_step", "final",
-                                     "best", "settings", "dataset", "ci"])
+                                     "best", "settings", "dataset", "ci", "stand_in"])
     for (run_id, proto, metric), g in recs.groupby(["run_id", "protocol", "metric"], sort=True, dropna=False):
         g = g.assign(_k=[_step_key(s) for s in g["step"]]).sort_values("_k", kind="stable")
         last = g.iloc[-1]
@@ -216,7 +217,8 @@ def per_run_values(recs: pd.DataFrame) -> pd.DataFrame:
                      "settings": last.get("settings"),
                      "dataset": last.get("dataset") if isinstance(last.get("dataset"), str) else None,
                      "ci": (float(last["ci_low"]), float(last["ci_high"]))
-                     if "ci_low" in last and last["ci_low"] == last["ci_low"] else None})
+                     if "ci_low" in last and last["ci_low"] == last["ci_low"] else None,
+                     "stand_in": any(is_stand_in(s) for s in g.get("settings", ()))})
     return pd.DataFrame(rows)
 
 
@@ -254,7 +256,7 @@ def summarize(runs: pd.DataFrame, recs: pd.DataFrame, grid: str, references=(), 
     A published number (`ref:<label>`, and `diff:<label>` = ours − published) is filled only where every record
     used is comparable (`comparability`: recipe not changed, dataset, protocol settings, plan, N, reference, and
     the recipe of the run's config in `configs` {run_id: config}); otherwise `why:<label>` names the first
-    setting that differs.
+    setting that differs. `smoke_stand_in`: a record used came from a smoke stand-in extractor.
     """
     recipes = {r: run_recipe(c) for r, c in (configs or {}).items()}
     per_run = per_run_values(recs)
@@ -281,7 +283,8 @@ def summarize(runs: pd.DataFrame, recs: pd.DataFrame, grid: str, references=(), 
                                   f"{int(steps[0])}-{int(steps[-1])}" if steps else ""),
                    "final_mean": fm, "final_std": fs, "best_mean": bm, "best_std": bs,
                    "better": {-1: "lower", 1: "higher"}.get(direction(proto, metric), ""),
-                   "runs": state_summary(vr), "provisional": bool(provisional)}
+                   "runs": state_summary(vr), "provisional": bool(provisional),
+                   "smoke_stand_in": bool(used["stand_in"].any()) if len(used) else False}
             cis = [c for c in used.get("ci", pd.Series(dtype=object)) if c]
             # a bootstrap interval (report.bootstrap) is shown for a single seed; with seeds, the seed spread is
             row["final_ci_low"], row["final_ci_high"] = cis[0] if len(used) == 1 and cis else (math.nan, math.nan)
@@ -329,9 +332,17 @@ def mean_std(m, s) -> str:
     return fmt(m) if s != s else f"{fmt(m)} ± {fmt(s)}"
 
 
+def _true(flag) -> bool:
+    return flag is not None and flag == flag and bool(flag)
+
+
 def protocol_frame(table: pd.DataFrame, proto: str) -> pd.DataFrame:
-    """The display table of one protocol: rows = variants, columns = metrics final/best, seeds, references."""
+    """The display table of one protocol: rows = variants, columns = metrics final/best, seeds, references. A
+    metric whose numbers all come from smoke stand-ins has ` [smoke stand-in]` in its column names; where only some
+    rows do, their cells carry it."""
     sub = table[table["protocol"] == proto]
+    flags = sub.get("smoke_stand_in", pd.Series(False, index=sub.index)).fillna(False).astype(bool)
+    all_stand_in = {m: bool(f.all()) for m, f in flags.groupby(sub["metric"])}
     ref_cols = [c for c in sub.columns if c.startswith("ref:") and
                 (sub[c].notna().any() or (sub.get(f"why:{c[4:]}", pd.Series(dtype=object)).fillna("") != "").any())]
     rows = {}
@@ -342,11 +353,14 @@ def protocol_frame(table: pd.DataFrame, proto: str) -> pd.DataFrame:
                                              "runs": r["runs"], "seeds": r["n_seeds"], "step": r["final_step"]})
         m = r["metric"]
         arrow = {"lower": " ↓", "higher": " ↑"}.get(r["better"], "")
-        row[f"{m}{arrow} final"] = mean_std(r["final_mean"], r["final_std"])
+        column, cell = ((f" [{STAND_IN}]", "") if all_stand_in.get(m) else
+                        ("", f" [{STAND_IN}]" if _true(r.get("smoke_stand_in")) else ""))
+        row[f"{m}{arrow} final{column}"] = mean_std(r["final_mean"], r["final_std"])
         if r.get("final_ci_low") == r.get("final_ci_low") and r.get("final_ci_low") is not None:
-            row[f"{m}{arrow} final"] += f" [{fmt(r['final_ci_low'])}, {fmt(r['final_ci_high'])}]"
+            row[f"{m}{arrow} final{column}"] += f" [{fmt(r['final_ci_low'])}, {fmt(r['final_ci_high'])}]"
+        row[f"{m}{arrow} final{column}"] += cell
         if r["better"] and proto != "speed":
-            row[f"{m}{arrow} best"] = mean_std(r["best_mean"], r["best_std"])
+            row[f"{m}{arrow} best{column}"] = mean_std(r["best_mean"], r["best_std"]) + cell
         for col in ref_cols:
             label = col[4:]
             why, remark = r.get(f"why:{label}") or "", r.get(f"remark:{label}") or ""
@@ -357,35 +371,65 @@ def protocol_frame(table: pd.DataFrame, proto: str) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """A pipe table (pandas/tabulate), with `|` inside cells escaped."""
-    return df.map(lambda v: str(v).replace("|", "\\|")).to_markdown(index=False, tablefmt="pipe",
-                                                                     disable_numparse=True)
+def md_text(text) -> str:
+    """Plain text for markdown: `*` escaped, so that `x*0.5+0.5, (x+1)*0.5` is not rendered as italics."""
+    return str(text).replace("\\", "\\\\").replace("*", "\\*")
 
 
-# LaTeX for the symbols our cells use (after pandas has escaped the text)
-TEX_SYMBOLS = {"±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^\\dagger$", "–": "--", "↓": "$\\downarrow$",
-               "↑": "$\\uparrow$", "≠": "$\\neq$"}
+def md_code(text) -> str:
+    """Text as a markdown code span (a setting's value is shown as written)."""
+    text = str(text)
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def markdown_table(df: pd.DataFrame, escape: bool = True) -> str:
+    """A pipe table (pandas/tabulate), with `|` inside cells escaped, and `*` (md_text) unless the caller has
+    escaped the cells' text itself (`escape=False`: cells that carry their own markup, e.g. **bold**)."""
+    text = md_text if escape else str
+    return df.map(lambda v: text(v).replace("|", "\\|")).to_markdown(index=False, tablefmt="pipe",
+                                                                      disable_numparse=True)
+
+
+# LaTeX for the symbols our cells and notes use (after the text has been escaped); any other non-ASCII character
+# becomes its code point in text ([U+00B5]): pdflatex stops at a Unicode character it has not been set up for
+TEX_SYMBOLS = {"±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^\\dagger$", "–": "--", "—": "---", "↓": "$\\downarrow$",
+               "↑": "$\\uparrow$", "≠": "$\\neq$", "→": "$\\rightarrow$", "×": "$\\times$", "·": "$\\cdot$",
+               "≈": "$\\approx$", "≤": "$\\leq$", "≥": "$\\geq$", "µ": "$\\mu$", "°": "$^\\circ$",
+               "’": "'", "‘": "`", "“": "``", "”": "''", "\u00a0": "~"}
+TEX_SPECIALS = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
+                "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "<": "\\textless{}",
+                ">": "\\textgreater{}", "|": "\\textbar{}"}
 
 
 def tex_escape(text: str) -> str:
-    """LaTeX's special characters of plain text escaped (a caption: pandas escapes the cells only)."""
-    for char in "&%$#_":
-        text = text.replace(char, "\\" + char)
-    return text
+    """Plain text as LaTeX: its special characters escaped (one pass, so an escape is never escaped again); a
+    leading `[` or `*` is shielded with `{}` (after a row's `\\\\` LaTeX would read it as that command's option)."""
+    text = "".join(TEX_SPECIALS.get(char, char) for char in str(text))
+    return "{}" + text if text.startswith(("[", "*")) else text
+
+
+def tex_symbols(text: str) -> str:
+    """Escaped LaTeX text with its non-ASCII characters replaced: TEX_SYMBOLS, else `[U+XXXX]`."""
+    return "".join(char if ord(char) < 128 else TEX_SYMBOLS.get(char, f"[U+{ord(char):04X}]") for char in text)
 
 
 def latex_tables(table: pd.DataFrame, grid: str) -> str:
-    """booktabs tables (pandas `to_latex`), one per protocol."""
-    out = [f"% galip-bench report of grid {grid}: final (and best) values, mean ± std over seeds",
+    """booktabs tables, one per protocol: every cell, column name and caption escaped here (tex_escape, then
+    tex_symbols), so that the file compiles with pdflatex and booktabs whatever the text. A protocol whose numbers
+    come from smoke stand-ins says so in its caption (and its columns or cells, protocol_frame)."""
+    out = [f"% galip-bench report of grid {tex_symbols(str(grid))}: final (and best) values, mean +- std over seeds",
            "% needs \\usepackage{booktabs}"]
     for proto in dict.fromkeys(table["protocol"]):
+        sub = table.loc[table["protocol"] == proto]
         df = protocol_frame(table, proto).drop(columns=["runs"]).astype(str)
-        notes = [n for n in table.loc[table["protocol"] == proto].get("reference_note", []) if n]
-        caption = tex_escape(f"{grid}: {proto}" + (f" ({notes[0]})" if notes else ""))  # to_latex leaves it raw
-        out.append(df.to_latex(index=False, escape=True, caption=caption, position="t",
+        notes = list(dict.fromkeys(n for n in sub.get("reference_note", []) if isinstance(n, str) and n))
+        if sub.get("smoke_stand_in", pd.Series(False, index=sub.index)).fillna(False).astype(bool).any():
+            notes.append(f"{STAND_IN} numbers: the smoke profile's small random-init extractors and tiny CLIP, "
+                         "comparable only with runs of the smoke profile")
+        caption = f"{grid}: {proto}" + (f" ({'; '.join(notes)})" if notes else "")
+        df = df.map(lambda v: tex_symbols(tex_escape(v)))
+        df.columns = [tex_symbols(tex_escape(c)) for c in df.columns]
+        out.append(df.to_latex(index=False, escape=False, caption=tex_symbols(tex_escape(caption)), position="t",
                                column_format="l" + "r" * (len(df.columns) - 1)))
-    text = "\n".join(out)
-    for symbol, tex in TEX_SYMBOLS.items():
-        text = text.replace(symbol, tex)
-    return text
+    return "\n".join(out)

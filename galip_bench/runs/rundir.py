@@ -7,11 +7,17 @@ runs/<grid>/<run_id>/
   metrics.jsonl      one record per (step, protocol): settings, value, time
   checkpoints/       step_XXXXXXXX.pt, the last `keep` kept
   samples/           sample grids of fixed noise and captions
+  owner.lock         who trains the run now (`runs.lock`); .replaced/: results `run --force` replaces (`runs.replace`)
+
+Readers never trust a torn record (a line cut short): they leave it out and warn, and `run`/`train` redo the run
+from its last checkpoint before it (`trusted_step`).
 """
 import json
 import os
 import socket
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -22,17 +28,55 @@ from galip_bench.files import atomic_write_json, atomic_write_text
 STATES = ("pending", "running", "finished", "failed")
 
 
-def read_jsonl(path) -> list:
-    """Records of a JSONL file; a torn last line (killed writer) is ignored."""
+_SCANS: dict = {}    # (path, inode, size, mtime) -> (records, line numbers of torn records)
+_WARNED: set = set()  # the torn files already reported by this process
+
+
+def scan_jsonl(path) -> tuple:
+    """(records, torn): the records of a JSONL file and the 1-based line numbers of the lines that are not a whole
+    record (a write cut short: a crash, a full disk, a copy interrupted). Memoised per file version."""
     path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return [], []
+    key = (str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SCANS:
+        records, torn = [], []
+        for number, line in enumerate(path.read_bytes().decode(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif line.strip():
+                torn.append(number)
+        if len(_SCANS) > 256:
+            _SCANS.clear()
+        _SCANS[key] = (records, torn)
+    records, torn = _SCANS[key]
+    return list(records), list(torn)
+
+
+def warn_once(path, message: str) -> None:
+    """One `warning:` line on stderr per damaged file version."""
+    try:
+        st = Path(path).stat()
+        key = (str(Path(path).absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(Path(path).absolute()), None, None, None)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {path}: {message}", file=sys.stderr)
+
+
+def read_jsonl(path, warn: bool = True) -> list:
+    """Records of a JSONL file. A torn record is left out, with a warning naming the file (`warn`)."""
+    records, torn = scan_jsonl(path)
+    if torn and warn:
+        warn_once(path, f"line {torn[0]} is a torn record (a write cut short); it is left out here, and the next "
+                        "`galip-bench run` (or `train`) redoes this run from its last checkpoint before it")
     return records
 
 
@@ -43,6 +87,8 @@ class RunDir:
         self.samples_dir = self.path / "samples"
         self.train_log = self.path / "train_log.jsonl"
         self.metrics = self.path / "metrics.jsonl"
+        self.status_file = self.path / "status.json"
+        self._upto = None  # `trusting`: the newest checkpoint step resume may use
 
     # config and status --------------------------------------------------------------------------------------
     def write_config(self, conf) -> None:
@@ -56,21 +102,62 @@ class RunDir:
         except (OSError, ValueError, yaml.YAMLError):
             return {}
 
-    def status(self) -> dict:
+    def _load_status(self) -> tuple:
+        """(status or None when absent, torn): an unreadable status.json is torn (its writes are atomic, so only
+        damage after the fact cuts it)."""
         try:
-            return json.loads((self.path / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {"state": "pending", "step": 0}
+            status = json.loads(self.status_file.read_text())
+        except FileNotFoundError:
+            return None, False
+        except (OSError, ValueError):
+            return None, True
+        return (status, False) if isinstance(status, dict) else (None, True)
+
+    def status(self) -> dict:
+        status, torn = self._load_status()
+        if torn:
+            warn_once(self.status_file, "torn (a write cut short): the run is shown as failed, and the next "
+                                        "`galip-bench run` (or `train`) rebuilds it")
+            return {"state": "failed", "step": 0, "torn": True,
+                    "error": "status.json is torn; the next `run` rebuilds it from the last checkpoint"}
+        return status if status is not None else {"state": "pending", "step": 0}
 
     def set_status(self, state: str, **fields) -> None:
         assert state in STATES, state
-        current = self.status()
+        current = self._load_status()[0] or {"step": 0}  # a torn status is rebuilt from the fields given now
         current.update(fields, state=state, updated=time.time(), host=socket.gethostname(), pid=os.getpid())
-        atomic_write_json(self.path / "status.json", current)
+        atomic_write_json(self.status_file, current)
+
+    def torn(self) -> dict:
+        """{file name: first torn line (0: the whole file)} of the run's files that hold a torn record."""
+        out = {path.name: scan_jsonl(path)[1][0] for path in (self.train_log, self.metrics) if scan_jsonl(path)[1]}
+        if self._load_status()[1]:
+            out[self.status_file.name] = 0
+        return out
+
+    def trusted_step(self):
+        """None when no log holds a torn record; else the last step whose records are all whole: a torn record's
+        step is at least that of the whole record before it (records are appended in step order), so the steps
+        before that one are complete. Resume from a checkpoint at or before it and replay the rest."""
+        limits = []
+        for path in (self.train_log, self.metrics):
+            records, torn = scan_jsonl(path)
+            if torn:
+                lines = path.read_bytes().decode(errors="replace").splitlines()[:torn[0] - 1]
+                before = [json.loads(line) for line in lines if line.strip()]
+                limits.append(max(int(before[-1].get("step") or 0) - 1, 0) if before else 0)
+        return min(limits) if limits else None
 
     @property
     def finished(self) -> bool:
-        return self.status().get("state") == "finished"
+        """Finished, and every record of it whole (a torn one makes `run` redo it from a checkpoint before it)."""
+        status, torn = self._load_status()
+        return not torn and (status or {}).get("state") == "finished" and self.trusted_step() is None
+
+    def commit_replacement(self) -> None:
+        """The run is under way (a checkpoint): the results it replaces (`run --force`) go."""
+        from galip_bench.runs import replace
+        replace.commit(self.path)
 
     # logs ---------------------------------------------------------------------------------------------------
     def append(self, path: Path, record: dict) -> None:
@@ -80,15 +167,27 @@ class RunDir:
             os.fsync(f.fileno())
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop log and metric records past the restored step, so replayed steps are not duplicated."""
+        """On resume: drop log and metric records past the restored step (and torn ones), so replayed steps are
+        neither duplicated nor missing."""
         for path in (self.train_log, self.metrics):
             if path.exists():
-                kept = [r for r in read_jsonl(path) if (r.get("step") or 0) <= step]
+                kept = [r for r in read_jsonl(path, warn=False) if (r.get("step") or 0) <= step]
                 atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     # checkpoints --------------------------------------------------------------------------------------------
     def checkpoints(self) -> list:
-        return sorted(self.ckpt_dir.glob("step_*.pt"))
+        found = sorted(self.ckpt_dir.glob("step_*.pt"))
+        return found if self._upto is None else [p for p in found if int(p.stem.split("_")[1]) <= self._upto]
+
+    @contextmanager
+    def trusting(self, step):
+        """Within the block, `checkpoints()` lists only those up to `step` (None: all): resume from one whose
+        records are whole."""
+        self._upto = step
+        try:
+            yield self
+        finally:
+            self._upto = None
 
     def checkpoint_path(self, step: int) -> Path:
         return self.ckpt_dir / f"step_{step:08d}.pt"

@@ -151,14 +151,15 @@ def train_clipgen_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool 
     is evaluated: stage 1 has no text-to-image model. With `clipgen.perceptual: lpips`, stage 1 reads the VQGAN's
     VGG16 file from `weights_dir` (bench.yaml paths.weights) or the standard caches."""
     tc = cfg.train
-    if run_dir.status().get("state") == "finished":
+    if run_dir.finished:  # and every record whole: a torn one is redone from a checkpoint before it
         return {"step": run_dir.status().get("step", 0), "interrupted": False, "already_finished": True}
 
     # Initialize, then resume from this run's checkpoint or start the prior from stage 1's. Records past the
     # restored step are dropped (they are replayed), so none is duplicated.
     run = _initialize(cfg, weights_dir)
     model, steps, prior = run.model, run.steps, run.stage == "prior"
-    step, resumed_from, started_from = _resume(run, run_dir)
+    with run_dir.trusting(run_dir.trusted_step()):
+        step, resumed_from, started_from = _resume(run, run_dir)
     if prior and resumed_from is None:
         started_from = _start_from_stage_one(cfg, run_dir, model)
     run_dir.truncate_after(step)

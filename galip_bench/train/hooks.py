@@ -2,7 +2,8 @@
 log, samples, evaluation, checkpoint. Samples and metrics come before the checkpoint: a kill in between resumes from
 an earlier checkpoint, which drops this step's records and writes them again, never half of them. `stop_at` ends
 the loop as a kill would (no checkpoint, status left running); SIGTERM/SIGINT end it at the next step boundary
-after a checkpoint."""
+after a checkpoint. The first regular checkpoint commits a `run --force` replacement (the old results go); a run that
+stops before it gets them back (`runs.replace`)."""
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ def step_loop(run_dir, tc, stream, step: int, steps: int, hooks: Hooks, bar, sto
                 distributed.barrier()
             if due(tc.ckpt_every):
                 hooks.checkpoint(step)
+                if hooks.main:  # under way: results this run replaces (`run --force`) go
+                    run_dir.commit_replacement()
             if stop_at is not None and step >= stop_at:
                 return interrupted(losses)
             if distributed.any_process(stop.signal is not None):  # every process stops at the same step

@@ -14,6 +14,7 @@ from galip_bench.data import build_dataset, dataset_id
 from galip_bench.devices import resolve_device
 from galip_bench.errors import UserError
 from galip_bench.progress import progress_options
+from galip_bench.runs.lock import owning
 from galip_bench.runs.rundir import RunDir
 from galip_bench import distributed
 from galip_bench.train.amp import AMP
@@ -142,28 +143,40 @@ def _one_step(cfg, run, step: int, batch: dict) -> dict:
 
 
 def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, stop_at: int = None,
-              cache_dir=".cache/galip_bench", weights_dir=None, timeout=None) -> dict:
+              cache_dir=".cache/galip_bench", weights_dir=None, timeout=None, owner: str = None) -> dict:
     """Train `cfg` (a RunConfig) in `run_dir`, resuming from its last checkpoint. `make_evaluator(device)` gives
     the callable `evaluate(galip, step) -> records`, called on every rank (each generates its share of the
     plan; rank 0 returns the records). `stop_at` ends the loop at that step without a
     checkpoint, as a kill would (tests use it). SIGTERM/SIGINT end it at the next step boundary after a checkpoint.
     CLIP-GEN runs (`system: clipgen`) train in `train.clipgen`; `weights_dir` (bench.yaml paths.weights) is where
     their VQGAN's LPIPS finds its VGG16 file. `timeout`: the process group's (a multi-process run waits longest in
-    an evaluation: `evaluation.planning.evaluation_timeout`)."""
-    if cfg.system == "clipgen":
-        from galip_bench.train.clipgen import train_clipgen_run
-        return train_clipgen_run(cfg, run_dir, make_evaluator, progress=progress, stop_at=stop_at, cache_dir=cache_dir,
-                                 weights_dir=weights_dir)
+    an evaluation: `evaluation.planning.evaluation_timeout`). The run folder's lock (`runs.lock`) is held
+    throughout, by rank 0: `owner` is the token of the launcher's job calling it, None takes a lock of its own
+    (RunOwned when another process owns the run). A run whose records are torn is not finished: it resumes from a
+    checkpoint before the damage and replays (and re-evaluates) the rest."""
+    with owning(run_dir.path, owner, role="train"):
+        if cfg.system == "clipgen":
+            from galip_bench.train.clipgen import train_clipgen_run
+            return train_clipgen_run(cfg, run_dir, make_evaluator, progress=progress, stop_at=stop_at,
+                                     cache_dir=cache_dir, weights_dir=weights_dir)
+        return _train_galip(cfg, run_dir, make_evaluator, progress, stop_at, cache_dir, timeout)
+
+
+def _train_galip(cfg, run_dir: RunDir, make_evaluator, progress: bool, stop_at, cache_dir, timeout) -> dict:
     tc = cfg.train
-    if run_dir.status().get("state") == "finished":
+    if run_dir.finished:
         return {"step": run_dir.status().get("step", 0), "interrupted": False, "already_finished": True}
 
     # Initialize.
     run = _initialize(cfg, cache_dir, timeout)
     steps, main = run.steps, run.main
 
-    # Resume: records past the restored step are dropped (they are replayed), so none is duplicated.
-    step, resumed_from = _resume(run, run_dir)
+    # Resume: records past the restored step are dropped (they are replayed), so none is duplicated. A torn record
+    # limits the checkpoints resume may use to those before it (every process reads the files before rank 0
+    # repairs them).
+    with run_dir.trusting(run_dir.trusted_step()):
+        step, resumed_from = _resume(run, run_dir)
+    distributed.barrier()
     if main:
         run_dir.truncate_after(step)
         run_dir.set_status("running", step=step, steps=steps, world_size=run.world_size, error=None,
