@@ -83,10 +83,12 @@ def atomic_write(path, write) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         _remove(tmp)
+        if err.errno not in _CAUSES:  # not the environment refusing the write: a bug, or a race, with its traceback
+            raise
         raise write_error(path, err) from None
     except RuntimeError as err:  # torch.save: the file object's OSError, or its own writer's failure
         _remove(tmp)
-        if recording is not None and recording.error is not None:
+        if recording is not None and recording.error is not None and recording.error.errno in _CAUSES:
             raise write_error(path, recording.error) from None
         if "inline_container" in str(err) or "file write failed" in str(err):
             raise UserError(f"cannot write {path}: the write failed ({str(err).splitlines()[0][:120]})"

@@ -235,7 +235,12 @@ def test_two_launchers_on_one_grid_give_one_owner_per_run(tmp_path):
     """Two `run` processes of one grid started together: each run is submitted by one of them and trained once;
     the other says who owns it (or that it has finished)."""
     (tmp_path / "g.yaml").write_text(TWO_RUNS)
-    procs = [launcher(tmp_path, sets=TWO_SETS), launcher(tmp_path, sets=TWO_SETS)]
+    procs = [launcher(tmp_path, sets=TWO_SETS)]
+    # the second starts once the first owns a run: they overlap for certain, not only when scheduling lets them
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs" / "fault2").glob(f"*/{lock.LOCK}")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    procs.append(launcher(tmp_path, sets=TWO_SETS))
     try:
         outs = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -260,6 +265,7 @@ def test_two_launchers_on_one_grid_give_one_owner_per_run(tmp_path):
         finished_skips = re.search(r"^skipped (\d+) finished run", out, re.M)
         skips += len(owned) + (int(finished_skips.group(1)) if finished_skips else 0)
     assert skips == 2, "each run skipped by the launcher that did not train it\n" + "\n".join(o for o, _ in outs)
+    assert "owned by pid" in outs[1][0], "the second launcher met the first one's lock\n" + outs[1][0]
 
 
 def test_a_run_owned_by_a_live_process_is_left_alone(finished, tmp_path, capsys, monkeypatch):

@@ -112,16 +112,26 @@ def test_every_such_setting_is_listed_in_one_error(tmp_path):
 def test_defaults_and_profiles_are_no_error(tmp_path):
     # a value equal to the schema default was not set by the user
     _load(tmp_path, ["model.ndf=64", "data.num_train=2000", "eval.reference=auto", "clipgen.lr_prior=3e-4"])
-    # the smoke profile's own values (ndf, tiny clipgen model, ...) are its defaults; what it switches off (a grid's
-    # shards when it moves the data to synthetic) is its rewrite, unless the command line gives it
+    # the smoke profile's own values (ndf, tiny clipgen model, ...) are its defaults; it drops a grid's data source
+    # when it moves the data to synthetic, and a source the command line gives is refused
     # (test_grid.py loads the other shipped grids under the smoke profile)
     loads = [(path, None) for path in sorted(ABLATIONS.glob("*.yaml"))] + [(ABLATIONS / "clip_gen.yaml", "smoke")]
     for path, profile in loads:
         official = profile is None and path.stem in ("paper_table1_coco", "paper_table1_cub", "paper_table2_zeroshot")
         load_grid(path, profile, placement=Placement("slurm", 8) if official else Placement("local", 1, 0))
     zeroshot = ABLATIONS / "paper_table2_zeroshot.yaml"
-    assert load_grid(zeroshot, "smoke").runs[0].config.data.shards  # the grid's, kept (and inert)
+    assert load_grid(zeroshot, "smoke").runs[0].config.data.shards is None  # the profile drops the grid's source
     with pytest.raises(UserError, match=r"data.shards=x.tar with data.kind=synthetic"):
         load_grid(zeroshot, "smoke", ["data.shards=x.tar"])
     with pytest.raises(UserError, match=r"model.ndf=9 with model.d_backbone=clip"):
         load_grid(ABLATIONS / "smoke.yaml", overrides=["model.ndf=9"])  # the profile's value is 8: 9 is the user's
+
+
+def test_passes_apply_to_the_official_plans_of_a_mixed_list(tmp_path):
+    """eval.passes is read by the protocols of the official loop in a list that also has a distinct-pairs plan
+    (zs_fid_coco_30k), which keeps its 30,000 distinct pairs."""
+    from galip_bench.evaluation.planning import build_protocols
+    cfg = _load(tmp_path, ["eval.protocols=[fid_galip, zs_fid_coco_30k]", "eval.passes=2"]).runs[0].config
+    plans = {p.name: p.plan for p in build_protocols(cfg.eval, "coco")}
+    assert (plans["fid_galip"].kind, plans["fid_galip"].passes) == ("official", 2)
+    assert (plans["zs_fid_coco_30k"].kind, plans["zs_fid_coco_30k"].num_samples) == ("distinct", 30000)

@@ -290,3 +290,83 @@ def test_torn_records_are_found_warned_once_and_bound_the_resume_step(tmp_path, 
     assert capsys.readouterr().err.startswith(f"warning: {rd.status_file}: torn")
     rd.set_status("running", step=6)  # rebuilt from what is given now, nothing of the torn text kept
     assert rd.status()["state"] == "running" and "torn" not in rd.status() and rd.torn() == {}
+
+
+def test_a_job_submitit_requeues_keeps_the_lock_for_its_next_start(tmp_path, monkeypatch):
+    """On timeout or preemption submitit calls the job's checkpoint(), requeues it and exits (SystemExit) from the
+    middle of training: the lock stays, and the requeued job (the launcher's token) takes it over. Control: a job
+    that exits without being requeued releases it."""
+    import submitit
+    from omegaconf import OmegaConf
+
+    from galip_bench.config.schema import SiteConfig
+    from galip_bench.grids import launch
+    run = small_run(tmp_path)
+    folder = tmp_path / "runs" / run.run_id
+    site_yaml = OmegaConf.to_yaml(OmegaConf.structured(SiteConfig()))
+
+    def job(token):
+        return launch.RunJob(OmegaConf.to_yaml(run.conf), str(folder), site_yaml, owner=token)
+
+    for requeued in (True, False):
+        token = lock.new_token()
+        lock.acquire(folder, token, role="launcher")  # the launcher's hold, handed to the job it submits
+        lock.release(folder, token, keep=True)
+        the_job = job(token)
+
+        def timed_out(*args, **kwargs):
+            if requeued:
+                assert isinstance(the_job.checkpoint(), submitit.helpers.DelayedSubmission)
+            raise SystemExit(-1)  # what submitit's signal handler does after requeueing
+
+        monkeypatch.setattr("galip_bench.train.loop.train_run", timed_out)
+        with pytest.raises(SystemExit):
+            the_job()
+        record = lock.read_owner(folder)
+        if requeued:
+            assert record is not None and record["token"] == token and record["role"] == "job"
+            monkeypatch.setattr("galip_bench.train.loop.train_run", lambda *a, **k: {"interrupted": False})
+            assert job(token)() == {"interrupted": False}  # the requeued job: admitted, and it releases at the end
+        assert lock.read_owner(folder) is None
+
+
+def test_the_job_a_lock_names_is_submitits_not_an_enclosing_allocations(monkeypatch):
+    """A local job or `train` inside an salloc allocation inherits SLURM_JOB_ID: its lock is judged by its pid,
+    not by the allocation (which outlives it)."""
+    for key in ("SUBMITIT_EXECUTOR", "SUBMITIT_LOCAL_JOB_ID", "SUBMITIT_DEBUG_JOB_ID", "SLURM_ARRAY_JOB_ID",
+                "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert lock.current_job() == (None, None)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
+    assert lock.current_job() == ("local", "4242")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert lock.current_job() == ("slurm", "77")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert lock.current_job() == ("slurm", "70_3")
+
+
+def test_a_repair_drops_later_checkpoints_and_end_of_run_records(tmp_path):
+    """A tear in the final evaluation's speed records (they have no step) limits the resume to the last step that
+    has records, not to 0; the repair drops the checkpoints after the resume step (a later stop must not jump to
+    them) and the stepless records while the end is still to come (they are measured again, not duplicated)."""
+    rd = RunDir(tmp_path / "r")
+    rd.ckpt_dir.mkdir(parents=True)
+    records = [{"step": s, "metric": "fid", "value": 1.0} for s in (40, 80, 120)]
+    records += [{"step": None, "metric": m, "value": 2.0} for m in ("latency_ms", "throughput_img_s")]
+    rd.metrics.write_text("".join(json.dumps(r) + "\n" for r in records[:-1]) + json.dumps(records[-1])[:12])
+    rd.train_log.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 121)))
+    assert rd.trusted_step() == 119  # the step before 120, whose records were the last with a step
+    for step in (40, 80, 120):
+        rd.checkpoint_path(step).write_bytes(b"x")
+    rd.truncate_after(80, end=120, checkpoints=True)  # resumed from step 80 (as if 120's were unusable)
+    assert [p.name for p in rd.checkpoints()] == ["step_00000040.pt", "step_00000080.pt"]
+    assert [(r["step"], r["metric"]) for r in read_jsonl(rd.metrics)] == [(40, "fid"), (80, "fid")]
+    rd.metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rd.checkpoint_path(120).write_bytes(b"x")
+    rd.truncate_after(120, end=120)  # at the end: the measured speed records stay, the checkpoints too
+    assert len(read_jsonl(rd.metrics)) == 5 and len(rd.checkpoints()) == 3
+    rd.truncate_after(80, end=120)  # an ordinary resume keeps the checkpoints (only a repair drops them)
+    assert len(rd.checkpoints()) == 3 and [r["step"] for r in read_jsonl(rd.metrics)] == [40, 80]

@@ -13,7 +13,9 @@ SMOKE = {
     },
     # CLIP-GEN runs: 32 px, 4x down (64 tokens), 64 codes, a 2-layer prior on the tiny CLIP's 64-d embeddings
     "clipgen": {"model": dataclasses.asdict(ClipGenConfig.tiny()), "perceptual": "none"},
-    "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None},
+    # the grid's own data source goes (a value recorded in config.yaml would read as used)
+    "data": {"kind": "synthetic", "size": 32, "num_train": 512, "num_test": 128, "root": None, "manifest": None,
+             "shards": None, "test_shards": None},
     "train": {
         # one process, no declared global batch: the profile replaces the grid's recipe
         "steps": 120, "epochs": None, "batch_size": 8, "global_batch": None, "processes": None, "grad_accum": 1,

@@ -117,8 +117,8 @@ class SamplePlan:
 
     def with_overrides(self, num_samples=None, passes=None, seed=None, ranks=None) -> "SamplePlan":
         """eval.num_samples turns an official plan into a fixed one (a distinct plan keeps its kind);
-        eval.passes sets the official plan's passes; eval.official_ranks its sampler processes (ignored by the
-        other kinds, which have none)."""
+        eval.passes sets the official (and fixed) plans' passes; eval.official_ranks the official plan's sampler
+        processes. A distinct plan (zs_fid_coco_30k's 30,000 pairs) keeps its draw: passes and ranks are not its."""
         if num_samples is not None and passes is not None:
             raise UserError("eval.num_samples and eval.passes are exclusive: a plan has N samples (fixed) or "
                             "passes over the test split (official)")
@@ -128,7 +128,7 @@ class SamplePlan:
         if num_samples is not None:
             kind = plan.kind if plan.kind == "distinct" else "fixed"
             return replace(plan, kind=kind, num_samples=num_samples, passes=None, ranks=1)
-        if passes is not None:
+        if passes is not None and plan.kind != "distinct":
             plan = replace(plan, kind="official", passes=passes, num_samples=None)
         if ranks is not None and plan.kind == "official":
             plan = replace(plan, ranks=ranks)

@@ -12,7 +12,7 @@ from galip_bench.evaluation.protocols import PROTOCOLS
 # makes it inert. Only a value the user gave is refused: one that differs from the schema default, or from the
 # profile's value where a profile is in use (profiles set many values on purpose).
 
-GALIP_TRAIN_ONLY = ("lr_g", "lr_d", "beta1", "beta2", "sim_w", "channels_last", "tf32", "noise")
+GALIP_TRAIN_ONLY = ("lr_g", "lr_d", "beta1", "beta2", "sim_w", "channels_last", "tf32", "noise", "keep_best")
 
 
 def _inert_pairs(conf):
@@ -107,10 +107,9 @@ def _eval_pairs(conf, sel):
         return
     if quality and sel("eval.data.kind") == "webdataset":
         yield "eval.data.kind", "eval.protocols", listed, "streamed shards have no fixed test split to evaluate on"
-    distinct = [p.name for p in quality if p.plan.kind == "distinct"]
-    if distinct:
+    if quality and all(p.plan.kind == "distinct" for p in quality):
         yield ("eval.passes", "eval.protocols", listed,
-               f"{', '.join(distinct)} draw(s) a fixed number of distinct pairs, not passes of the official loop")
+               "these protocols draw a fixed number of distinct pairs, not passes of the official loop")
     if sel("eval.num_samples") is not None:
         yield ("eval.official_ranks", "eval.num_samples", f"eval.num_samples={sel('eval.num_samples')}",
                "a fixed plan has no official sampler processes")

@@ -84,7 +84,8 @@ def describe_run(run, site, grid) -> list:
         return lines + [f"  cannot run: {err}"]
     for r in rows:
         n = f"N={r['n']:,}" if r["n"] is not None else "N=?"
-        lines.append(f"  {r['protocol']:<16} {n:<10} {r['plan']}; reference: {r['reference']}")
+        stand_in = " [smoke stand-in: tiny random extractor]" if cfg.eval.extractor == "tiny" and r["n"] else ""
+        lines.append(f"  {r['protocol']:<16} {n:<10} {r['plan']}; reference: {r['reference']}{stand_in}")
     return lines
 
 

@@ -54,16 +54,19 @@ class RunJob(submitit.helpers.Checkpointable):
         site = to_object(merge_onto(SiteConfig, OmegaConf.create(self.site_yaml), source="site"))
         run_dir = RunDir(self.run_path)
         make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress)
+        self.requeued = False  # set by checkpoint(): submitit requeues this job (timeout, preemption) and exits
         with lock.owning(self.run_path, self.owner) as own:  # rank 0 holds it; refused: RunOwned, nothing written
             try:
                 out = train_run(cfg, run_dir, make_evaluator, progress=self.progress, cache_dir=site.paths.cache,
                                 weights_dir=site.paths.weights, timeout=process_group_timeout(cfg), owner=own.token)
             except BaseException as err:
+                if isinstance(err, SystemExit) and self.requeued:
+                    own.keep = True  # the requeued job takes the lock over (same token)
                 if not isinstance(err, (KeyboardInterrupt, SystemExit)) and int(os.environ.get("RANK", 0)) == 0:
                     line = (str(err).splitlines() or [""])[0]
                     run_dir.set_status("failed", error=f"{type(err).__name__}: {line}")
                 raise
-            if out["interrupted"] and "SLURM_JOB_ID" in os.environ:
+            if out["interrupted"] and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
                 # stopped by SIGTERM (scancel, scontrol requeue) after a checkpoint: leave without a result, so that
                 # submitit sees the scheduler's state (cancelled, or requeued and running again), not a success; the
                 # lock stays for the requeued job (the scheduler says when a cancelled one is gone)
@@ -72,6 +75,8 @@ class RunJob(submitit.helpers.Checkpointable):
         return out
 
     def checkpoint(self, *args, **kwargs):
+        """submitit calls this on timeout or preemption, requeues the job and exits: the run's lock stays for it."""
+        self.requeued = True
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -251,7 +256,7 @@ def launch(grid, site: SiteConfig, force: bool = False, allow_download: bool = F
         if todo:
             _launch(grid, site, root, todo, token, submitted, summary, allow_download, wait, progress, forced)
     finally:
-        _release(grid.runs, root, token, submitted, site.executor == "slurm" or not wait)
+        _release(grid.runs, root, token, submitted, not wait)
     results.write_index(root)
     return summary
 
@@ -297,10 +302,11 @@ def _launch(grid, site, root: Path, todo: list, token: str, submitted: dict, sum
 
 
 def _release(runs: list, root: Path, token: str, submitted: dict, jobs_keep: bool) -> None:
-    """The launcher's locks, on every way out of `launch`: a run never submitted (or whose local job has ended) is
-    released, after its old results return if a --force replacement never got under way; a submitted job that
-    outlives the launcher (SLURM, --no-wait, or one still running) keeps its lock: it takes it over when it
-    starts, and the scheduler (or its pid) says when it is gone."""
+    """The launcher's locks, on every way out of `launch`: a run never submitted (or whose job has ended, on any
+    executor) is released, after its old results return if a --force replacement never got under way; a submitted
+    job that outlives the launcher (--no-wait, or one still queued or running: a requeued SLURM job too) keeps its
+    lock: it takes it over when it starts, and the scheduler (or its pid) says when it is gone. A job that took
+    the lock over is never released from here while it lives (`lock.release` asks its state)."""
     for run in runs:
         job = submitted.get(run.run_id)
         running = job is not None and (jobs_keep or not _job_done(job))
@@ -381,7 +387,8 @@ def interrupted_lines(grid, site: SiteConfig, summary: dict) -> list:
     if site.executor == "slurm":
         lines.append("the SLURM jobs continue on the cluster: `galip-bench status` follows them, `scancel` stops them")
     else:
-        lines.append("every run stopped at a checkpoint: the next `run` resumes them")
+        lines.append("every run stopped at a checkpoint: the next `run` resumes them (a --force rerun stopped before "
+                     "its first checkpoint has its earlier results back instead)")
     return lines
 
 

@@ -22,7 +22,8 @@ def slurm_states(job_ids) -> dict:
     if not job_ids or shutil.which("sacct") is None:
         return {}
     try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        # --array: an array task not started yet is listed as itself (ARRAYID_TASK), not in a grouped 123_[0-7] line
+        out = subprocess.run(["sacct", "-n", "-X", "--array", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
                              capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {}

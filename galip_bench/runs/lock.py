@@ -65,16 +65,18 @@ def new_token() -> str:
 
 
 def current_job() -> tuple:
-    """(executor, job id) of the job this process runs in: SLURM (array tasks as ARRAYID_TASK, as submitit names
-    them), a submitit local or debug job, or (None, None)."""
+    """(executor, job id) of the submitit job this process runs: a debug job, a local job, a SLURM job (array tasks as
+    ARRAYID_TASK, as submitit names them), or (None, None). submitit's own variables decide, not SLURM_JOB_ID alone:
+    a local job or a `train` started inside an salloc/sbatch allocation inherits that, and the allocation outlives
+    the process (its lock is then judged by its pid)."""
     env = os.environ
-    if env.get("SLURM_JOB_ID"):
-        array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
-        return "slurm", f"{array}_{task}" if array and task else env["SLURM_JOB_ID"]
-    if env.get("SUBMITIT_LOCAL_JOB_ID"):
-        return "local", env["SUBMITIT_LOCAL_JOB_ID"]
     if env.get("SUBMITIT_DEBUG_JOB_ID"):
         return "debug", env["SUBMITIT_DEBUG_JOB_ID"]
+    if env.get("SUBMITIT_EXECUTOR") == "local" and env.get("SUBMITIT_LOCAL_JOB_ID"):
+        return "local", env["SUBMITIT_LOCAL_JOB_ID"]
+    if env.get("SUBMITIT_EXECUTOR") == "slurm" and env.get("SLURM_JOB_ID"):
+        array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+        return "slurm", f"{array}_{task}" if array and task else env["SLURM_JOB_ID"]
     return None, None
 
 
@@ -225,6 +227,8 @@ def acquire(run_path, token: str, role: str = "train", executor=None, job_id=Non
         try:
             _take(folder, token, _record(token, role, executor, job_id), handed)
         except OSError as err:  # a folder this process cannot write (read-only, full): said in one line
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+                raise
             raise UserError(f"cannot take the lock of run folder {folder}: {err.strerror or err}; the runs "
                             "folder must be writable") from None
         _HELD[str(folder)] = [token, 1, False]

@@ -69,8 +69,8 @@ def write_index(grid_root) -> Path:
     written gets no index: one `note:` line says so, and `status` shows the same table."""
     path = Path(grid_root) / "index.csv"
     if Path(grid_root).exists():
+        table, _ = label_run_table(collect(grid_root), metric_records(grid_root))  # stand-ins say so
         try:
-            table, _ = label_run_table(collect(grid_root), metric_records(grid_root))  # stand-ins say so
             atomic_write_text(path, table.to_csv(index=False))
         except (OSError, UserError) as err:  # atomic writes say why as a UserError
             why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)

@@ -144,8 +144,9 @@ class RunDir:
             records, torn = scan_jsonl(path)
             if torn:
                 lines = path.read_bytes().decode(errors="replace").splitlines()[:torn[0] - 1]
-                before = [json.loads(line) for line in lines if line.strip()]
-                limits.append(max(int(before[-1].get("step") or 0) - 1, 0) if before else 0)
+                # records without a step (speed, measured at the end) say nothing about where the tear is
+                before = [r for r in (json.loads(line) for line in lines if line.strip()) if r.get("step") is not None]
+                limits.append(max(int(before[-1]["step"]) - 1, 0) if before else 0)
         return min(limits) if limits else None
 
     @property
@@ -166,13 +167,21 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop log and metric records past the restored step (and torn ones), so replayed steps are
-        neither duplicated nor missing."""
+    def truncate_after(self, step: int, end: int = None, checkpoints: bool = False) -> None:
+        """On resume at `step` of a run of `end` steps: drop log and metric records past it (and torn ones), so
+        replayed steps are neither duplicated nor missing; records without a step (speed: measured at the end) go
+        too while the end is still to come. `checkpoints`: the checkpoints past it go as well (a repair resumed
+        before them, as records after them were torn: a later stop must not resume from them, nor pruning keep them
+        over the replayed ones)."""
         for path in (self.train_log, self.metrics):
             if path.exists():
-                kept = [r for r in read_jsonl(path, warn=False) if (r.get("step") or 0) <= step]
+                kept = [r for r in read_jsonl(path, warn=False)
+                        if (r.get("step") is None and (end is None or step >= end))
+                        or (r.get("step") is not None and r["step"] <= step)]
                 atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        for path in sorted(self.ckpt_dir.glob("step_*.pt")) if checkpoints else []:
+            if int(path.stem.split("_")[1]) > step:
+                path.unlink(missing_ok=True)
 
     # checkpoints --------------------------------------------------------------------------------------------
     def checkpoints(self) -> list:

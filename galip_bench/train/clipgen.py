@@ -158,11 +158,12 @@ def train_clipgen_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool 
     # restored step are dropped (they are replayed), so none is duplicated.
     run = _initialize(cfg, weights_dir)
     model, steps, prior = run.model, run.steps, run.stage == "prior"
-    with run_dir.trusting(run_dir.trusted_step()):
+    trusted = run_dir.trusted_step()
+    with run_dir.trusting(trusted):
         step, resumed_from, started_from = _resume(run, run_dir)
     if prior and resumed_from is None:
         started_from = _start_from_stage_one(cfg, run_dir, model)
-    run_dir.truncate_after(step)
+    run_dir.truncate_after(step, end=steps, checkpoints=trusted is not None)
     run_dir.set_status("running", step=step, steps=steps, world_size=1, error=None, stage=run.stage,
                        resumed_from=resumed_from.name if resumed_from is not None else None,
                        **({"started_from": started_from} if prior else {}))

@@ -174,11 +174,12 @@ def _train_galip(cfg, run_dir: RunDir, make_evaluator, progress: bool, stop_at, 
     # Resume: records past the restored step are dropped (they are replayed), so none is duplicated. A torn record
     # limits the checkpoints resume may use to those before it (every process reads the files before rank 0
     # repairs them).
-    with run_dir.trusting(run_dir.trusted_step()):
+    trusted = run_dir.trusted_step()
+    with run_dir.trusting(trusted):
         step, resumed_from = _resume(run, run_dir)
     distributed.barrier()
     if main:
-        run_dir.truncate_after(step)
+        run_dir.truncate_after(step, end=steps, checkpoints=trusted is not None)
         run_dir.set_status("running", step=step, steps=steps, world_size=run.world_size, error=None,
                            resumed_from=resumed_from.name if resumed_from is not None else None)
     # every process evaluates its share of the plan (evaluation.driver); the main one gets the records
