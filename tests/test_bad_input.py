@@ -477,7 +477,8 @@ def test_a_device_the_machine_lacks_is_refused_before_the_work(tiny_ckpt, earlie
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     never = lambda *a, **k: pytest.fail("the work started")  # noqa: E731
     monkeypatch.setattr(bench_command, "run_bench", never)
-    monkeypatch.setattr(eval_command, "evaluate_checkpoint", never)
+    monkeypatch.setattr(eval_command, "prepare_evaluation", never)
+    monkeypatch.setattr(eval_command, "evaluate_sharded", never)
     monkeypatch.setattr(speed_command, "evaluate_checkpoint", never)
     for argv in (EVAL + ["--device", device], ["speed", "--checkpoint", "tiny.pt", "--device", device],
                  ["bench", "--quick", "--device", device], ["regress", "--baseline", "b.json", "--checkpoint",
@@ -514,7 +515,8 @@ def test_output_and_input_paths_of_the_wrong_kind_are_one_line(tiny_ckpt, earlie
     import galip_bench.commands.eval as eval_command
     never = lambda *a, **k: pytest.fail("the work started")  # noqa: E731
     monkeypatch.setattr(bench_command, "run_bench", never)
-    monkeypatch.setattr(eval_command, "evaluate_checkpoint", never)
+    monkeypatch.setattr(eval_command, "prepare_evaluation", never)
+    monkeypatch.setattr(eval_command, "evaluate_sharded", never)
     (earlier / "adir").mkdir()
     (earlier / "afile").write_text("x")
     (earlier / "dir.yaml").mkdir()

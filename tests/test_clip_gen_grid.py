@@ -11,7 +11,7 @@ from galip_bench.runs.rundir import RunDir, read_jsonl
 GRID = Path(__file__).resolve().parent.parent / "ablations" / "clip_gen.yaml"
 SHORT = ["train.steps=6", "train.batch_size=4", "train.ckpt_every=3", "train.log_every=3", "train.sample_every=6",
          "train.eval_every=0", "data.num_train=32", "data.num_test=24", "eval.num_samples=72", "eval.batch_size=36",
-         "eval.protocols=[fid,fid_blur1,is,clip_score]", "eval.bootstrap=0"]
+         "eval.protocols=[fid,fid_blur1,is,fid_dmgan,is_dmgan,clip_score]", "eval.bootstrap=0"]
 
 
 def test_clip_gen_grid_trains_the_stages_in_order_and_reports_every_system(tmp_path, monkeypatch, capsys):
@@ -27,14 +27,16 @@ def test_clip_gen_grid_trains_the_stages_in_order_and_reports_every_system(tmp_p
     assert not runs["clip_gen_vqgan"].metrics.exists() or not read_jsonl(runs["clip_gen_vqgan"].metrics)
     for variant in ("clip_gen", "galip", "galip_language_free"):
         got = {r["protocol"] for r in read_jsonl(runs[variant].metrics)}
-        assert got == {"fid", "fid_blur1", "is", "clip_score"}, variant
+        assert got == {"fid", "fid_blur1", "is", "fid_dmgan", "is_dmgan", "clip_score"}, variant
     assert (runs["clip_gen_vqgan"].samples_dir / "step_00000006.png").exists()  # reconstructions
     assert (runs["clip_gen"].samples_dir / "step_00000006.png").exists()        # caption samples
 
     table = build_report(tmp_path / "runs" / "clip_gen", tmp_path / "out", "clip_gen")["table"]
-    fid = table[table.metric == "fid"].set_index("variant")
+    fid = table[table.metric == "fid_dmgan"].set_index("variant")  # the published FID-0's protocol
     assert {"clip_gen", "galip", "galip_language_free"} <= set(fid.index)
     assert "not comparable" in fid.loc["clip_gen", "notes"]  # smoke numbers never meet the published CLIP-GEN row
+    smoke_is = table[table.metric.isin(["is", "is_dmgan"])].set_index(["metric", "variant"])["final_mean"].dropna()
+    assert len(smoke_is) == 6 and smoke_is.nunique() == 6  # the smoke Inception Scores tell the systems apart
 
     capsys.readouterr()
     assert main(cli) == 0  # finished stages are skipped

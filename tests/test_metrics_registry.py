@@ -18,6 +18,8 @@ from galip_bench.metrics.weights import WEIGHTS, format_weights_report, resolve_
 
 EXPECTED = {"fid_galip", "fid", "fid_clean", "kid", "clip_score_galip", "clip_score", "fid_clip", "zs_fid_coco",
             "zs_fid_coco_30k", "speed", "is", "fid_blur1", "fid_blur2"}
+EXPECTED |= {"fid_dmgan", "fid_dmgan_blur1", "fid_dmgan_blur2", "is_dmgan"}  # DM-GAN / CogView evaluation
+EXPECTED |= {"fd_dinov2", "prdc", "prdc_dinov2", "cmmd", "clip_score_heldout"}  # issue 21: the field's newer metrics
 
 
 def test_registry_lists_every_protocol_with_its_settings():

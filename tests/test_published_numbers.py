@@ -208,13 +208,16 @@ def test_cub_and_3000_sample_records_get_no_published_number_and_name_the_settin
                       references=refs)["table"]
     assert cell(t2, "fid_galip", "paper")[2] == "not comparable (num_samples 3,000 ≠ 40,448)"
     # CLIP-GEN's grid: its COCO table states no plan, so neither record gets a number, and the CUB one says why
-    clip_gen_cub = record_settings("fid", fixed, 3000, "split:test")
-    write_run(tmp_path / "runs" / "clip_gen", "cub", "clip_gen", [("fid", 0.096, clip_gen_cub)], data_kind="cub")
-    write_run(tmp_path / "runs" / "clip_gen", "coco", "dall_e", [("fid", 30.0, record_settings("fid", fixed, 3000))])
+    # (its FIDs are fid_dmgan's: the DM-GAN / CogView PyTorch evaluation)
+    clip_gen_cub = record_settings("fid_dmgan", fixed, 3000, "split:test")
+    write_run(tmp_path / "runs" / "clip_gen", "cub", "clip_gen", [("fid_dmgan", 0.096, clip_gen_cub)],
+              data_kind="cub")
+    write_run(tmp_path / "runs" / "clip_gen", "coco", "dall_e",
+              [("fid_dmgan", 30.0, record_settings("fid_dmgan", fixed, 3000))])
     table, md, paths = report(tmp_path, "clip_gen", refs, "o3")
     assert table["ref:paper"].isna().all() and table["diff:paper"].isna().all()
-    assert cell(table, "fid", "paper", "clip_gen")[2] == "not comparable (dataset cub ≠ coco)"
-    assert cell(table, "fid", "paper", "dall_e")[2] == (
+    assert cell(table, "fid_dmgan", "paper", "clip_gen")[2] == "not comparable (dataset cub ≠ coco)"
+    assert cell(table, "fid_dmgan", "paper", "dall_e")[2] == (
         "not comparable (the source's sample plan and N are not stated)")
     results = md.split("## Results")[1].split("## Paper references")[0]
     assert "20.700" not in results and "27.500" not in results and "−20" not in results and "-20." not in results

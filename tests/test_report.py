@@ -194,9 +194,9 @@ def test_paper_reference_file_has_the_cited_numbers():
     assert refs[("paper_table2_zeroshot", "zs_fid_coco")] == "npz:coco_val256_FIDK0.npz"
     # CLIP-GEN's MS-COCO table (IS, FID-0/1/2, CapS), its own row and the published baselines
     clipgen = {(r["variant"], r["metric"]): r["value"] for r in ref["references"] if r["grid"] == "clip_gen"}
-    assert [clipgen[("clip_gen", m)] for m in ("is", "fid", "fid_blur1", "fid_blur2", "caps")] == [
-        21.4, 20.7, 18.5, 17.4, 0.13751]
-    assert clipgen[("cogview", "fid_blur2")] == 13.9 and ("dall_e", "caps") not in clipgen
+    assert [clipgen[("clip_gen", m)] for m in ("is_dmgan", "fid_dmgan", "fid_dmgan_blur1", "fid_dmgan_blur2",
+                                               "caps")] == [21.4, 20.7, 18.5, 17.4, 0.13751]
+    assert clipgen[("cogview", "fid_dmgan_blur2")] == 13.9 and ("dall_e", "caps") not in clipgen
     assert len(clipgen) == 29
     assert ref["parameters"]["netG_trainable"] == 51_830_211
     assert ref["parameters"]["netD"] == 28_706_821 and ref["parameters"]["netC"] == 2_099_200

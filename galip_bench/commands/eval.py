@@ -20,7 +20,8 @@ from galip_bench.config.site import load_site
 from galip_bench.data import split_size
 from galip_bench.devices import check_device, resolve_device
 from galip_bench.errors import UserError
-from galip_bench.evaluation.evaluate import evaluate_checkpoint, prepare_evaluation, run_evaluation
+from galip_bench.evaluation.evaluate import prepare_evaluation, run_evaluation
+from galip_bench.evaluation.gate import keep_beside
 from galip_bench.evaluation.planning import build_protocols, evaluation_timeout
 from galip_bench.files import atomic_write_json, check_output_dir, check_output_file
 from galip_bench import distributed
@@ -53,12 +54,14 @@ def run(args) -> int:
     eval_cfg = eval_config(args, protocol_list(args.protocols))
     data_cfg, site = read_data_section(args.data), load_site(args.bench)
     if args.nproc == 1:
-        records = evaluate_checkpoint(args.checkpoint, data_cfg, eval_cfg, site, save_images=args.save_images,
+        prepared = prepare_evaluation(args.checkpoint, data_cfg, eval_cfg, site, save_images=args.save_images,
                                       announce=announce, **model_source(args))
+        records, kept = run_evaluation(prepared), prepared.evaluator.kept_samples
     else:
-        records = evaluate_sharded(args.nproc, args.checkpoint, data_cfg, eval_cfg, site,
-                                   save_images=args.save_images, **model_source(args))
-    if args.out:
+        records, kept = evaluate_sharded(args.nproc, args.checkpoint, data_cfg, eval_cfg, site,
+                                         save_images=args.save_images, **model_source(args))
+    if args.out:  # the per-sample data beside the records (OUT.samples/), for `regress --records` to pair
+        records = keep_beside(records, kept, args.out) if kept else records
         atomic_write_json(args.out, records)
     table = pd.DataFrame([{"protocol": r["protocol"], "metric": r["metric"], "value": r["value"],
                            "samples": r.get("num_samples"), "error": r.get("error", "")} for r in records])
@@ -99,9 +102,10 @@ def check_nproc(nproc: int, eval_cfg, data_cfg, device: torch.device) -> None:
                             f"{p.plan.batch}, which the processes share whole: use at most {batches} processes")
 
 
-def evaluate_sharded(nproc: int, checkpoint, data_cfg, eval_cfg, site, **kwargs) -> list:
-    """`evaluate_checkpoint` on `nproc` local processes; process 0's records. A user error on any process is
-    raised here (the processes first agree that every one could load and plan, so none waits for another)."""
+def evaluate_sharded(nproc: int, checkpoint, data_cfg, eval_cfg, site, **kwargs) -> tuple:
+    """`evaluate_checkpoint` on `nproc` local processes: process 0's (records, kept samples). A user error on any
+    process is raised here (the processes first agree that every one could load and plan, so none waits for
+    another)."""
     device = resolve_device(kwargs.pop("device", "auto"))
     check_nproc(nproc, eval_cfg, data_cfg, device)
     timeout = evaluation_timeout(eval_cfg, data_cfg, device)
@@ -116,7 +120,8 @@ def evaluate_sharded(nproc: int, checkpoint, data_cfg, eval_cfg, site, **kwargs)
             error = Path(tmp) / f"error{rank}.txt"
             if error.exists():
                 raise UserError(error.read_text())
-        return pickle.loads((Path(tmp) / "records.pkl").read_bytes())
+        out = pickle.loads((Path(tmp) / "records.pkl").read_bytes())
+        return out["records"], out["kept"]
 
 
 def _worker(rank, nproc, port, device_type, timeout, tmp, job):
@@ -142,6 +147,7 @@ def _worker(rank, nproc, port, device_type, timeout, tmp, job):
             return  # some process cannot evaluate: none starts
         records = run_evaluation(prepared)
         if rank == 0:
-            (Path(tmp) / "records.pkl").write_bytes(pickle.dumps(records))
+            (Path(tmp) / "records.pkl").write_bytes(pickle.dumps({"records": records,
+                                                                  "kept": prepared.evaluator.kept_samples}))
     finally:
         distributed.shutdown()

@@ -1,6 +1,8 @@
 """`galip-bench regress --checkpoint NEW --baseline BASELINE.json`: evaluate NEW with exactly the baseline's protocol
 settings, print old / new / delta / verdict, write JSON; exit 0 (nothing regressed beyond tolerance), 1 (something
-did) or 2 (usage error). `--write-baseline FILE` makes a baseline from a checkpoint instead."""
+did) or 2 (usage error). `--write-baseline FILE` makes a baseline from a checkpoint instead, with the evaluation's
+per-sample data in FILE.samples/ beside it: the gate then tests each difference with a paired bootstrap interval and
+tells `worse, significant` (exit 1) from `worse, within noise` (exit 0)."""
 import json
 from pathlib import Path
 
@@ -41,10 +43,15 @@ def _write_baseline(args) -> int:
                         "`data:` section to evaluate on)")
     eval_cfg = eval_config(args, protocol_list(args.protocols) or ["fid_galip", "clip_score_galip"])
     baseline = gate.write_baseline(args.checkpoint, read_data_section(args.data), eval_cfg, load_site(args.bench),
-                                   model_source(args), announce=announce)
+                                   model_source(args), announce=announce, path=args.write_baseline)
     atomic_write_json(args.write_baseline, baseline)
     for r in baseline["records"]:
         print(f"{r['protocol']:<18} {r['metric']:<18} {r['value']:.6g}")
+    kept = {r["protocol"]: r["kept_samples"] for r in baseline["records"] if r.get("kept_samples")}
+    if kept:
+        size = sum((Path(args.write_baseline).parent / f["file"]).stat().st_size for f in kept.values())
+        print(f"kept the per-sample data of {', '.join(kept)} in {gate.samples_folder(args.write_baseline)} "
+              f"({size / 1e6:,.1f} MB): a gate pairs its differences")
     print(f"wrote baseline with {len(baseline['records'])} record(s) to {args.write_baseline}")
     return 0
 
@@ -69,8 +76,7 @@ def run(args) -> int:
                        tolerance_text=args.tolerance, announce=announce)
     rows = result["rows"]
     print(regress.format_table(rows))
-    print(f"{result['verdict'].upper()}: {sum(r['verdict'] in ('regressed', 'missing') for r in rows)} of "
-          f"{sum(r['verdict'] != 'info' for r in rows)} gated metric(s) worse than tolerance")
+    print(regress.verdict_line(result["verdict"], rows))
     out = Path(args.out) if args.out else Path(args.baseline).with_name("regress.json")
     atomic_write_json(out, json.loads(json.dumps(result, default=str)))
     print(f"wrote {out}")

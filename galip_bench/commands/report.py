@@ -1,4 +1,4 @@
-"""`galip-bench report GRID`: build reports/<grid>/ (report.md, report.html, table.csv, table.tex, PNG plots) from the
+"""`galip-bench report GRID`: build reports/<grid>/ (report.md, report.html, table.csv, table.tex, paired.csv, paired.tex, PNG plots) from the
 grid's run folders."""
 from pathlib import Path
 
@@ -25,7 +25,10 @@ def run(args) -> int:
         require_file(args.references, "a paper reference YAML (as reports/paper_reference.yaml)")
     paths = build_report(root, out, name, info, args.references)
     table = paths["table"]
-    print(f"{name}: {len(table)} table row(s), {len(paths['plots'])} plot(s)")
-    for key in ("report.md", "report.html", "table.csv", "table.tex"):
+    pairs = paths["paired"]
+    tested = int(pairs["ci_low"].notna().sum()) if not pairs.empty else 0
+    print(f"{name}: {len(table)} table row(s), {len(paths['plots'])} plot(s), {tested} of {len(pairs)} paired "
+          f"difference(s) with an interval ({int(pairs['significant'].eq(True).sum()) if tested else 0} excluding 0)")
+    for key in ("report.md", "report.html", "table.csv", "table.tex", "paired.csv", "paired.tex"):
         print(f"  {paths[key]}")
     return 0

@@ -79,6 +79,8 @@ class EvalConfig:
     reference: str = "auto"             # GALIP-protocol statistics: auto (GALIP's released npz when the dataset has
                                         # it, else the test split), npz (required), split
     bootstrap: int = 100                # resamples of the generated features for each FID's 95% interval (0: off)
+    keep_samples: str = "final"         # final: the final evaluation keeps its per-sample data (features, CLIP cosines)
+                                        # in the run folder for paired comparisons between runs | none
     synthesis: str = "faithful"         # faithful (the official loop's fp32/TF32 numerics) | fast (bf16, channels_last,
                                         # compiled on a GPU): recorded, and compared only with its own kind
     extractor: str = "default"          # default | tiny (random-init small extractors for the smoke profile)

@@ -8,19 +8,27 @@ Sharded: with torch.distributed initialised over W > 1 processes, every process 
 a contiguous share of every resolved plan, whole plan batches of 64 (balanced as evenly as whole batches allow), with
 the noise rows one process would give those samples; the accumulators are then merged (float64 moments and sums,
 features gathered in plan order: `sync` of each accumulator) and process 0 alone computes references and metrics and
-returns the records (the others return []). The speed protocols run on process 0 alone, with no collective."""
+returns the records (the others return []). The speed protocols run on process 0 alone, with no collective.
+
+Kept samples (`eval.keep_samples: final`): at a final evaluation process 0 keeps, in plan order, the per-sample data
+of each protocol with a paired test (`evaluation.paired`: generated features of FID-type protocols, per-sample CLIP
+cosines, gathered like the features; CMMD's embeddings and the Inception Scores' logits from their FeatureBanks); with a `keep_dir` (a run folder) it writes them there and names them in the
+records (`kept_samples`)."""
 import contextlib
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.transforms.functional import to_pil_image
 from tqdm import tqdm
 
 from galip_bench.data import auto_workers, dataset_id, reference_images
 from galip_bench.data.tokens import tokenize
+from galip_bench.evaluation import paired
 from galip_bench.evaluation.bootstrap import fid_interval
+from galip_bench.evaluation.protocols import direction
 from galip_bench.evaluation.planning import build_protocols, caption_table, check_sample_count, reference_of
 from galip_bench.evaluation.smoke import smoke_extractor
 from galip_bench.evaluation.spec import prepare_official
@@ -30,6 +38,8 @@ from galip_bench.metrics.fid import FeatureBank, load_stats_npz
 from galip_bench.metrics.stats_cache import StatsCache
 from galip_bench.metrics.weights import WeightsResolver
 from galip_bench.progress import progress_options
+from galip_bench.errors import UserError
+from galip_bench.runs.rundir import RunDir
 from galip_bench.provenance import git_commit, library_versions
 from galip_bench import distributed
 from models.clip import FrozenCLIP
@@ -56,7 +66,7 @@ class Evaluator:
     a process group every process calls it (see the module docstring); process 0 gets the records."""
 
     def __init__(self, eval_cfg, data_cfg, site, device, allow_download: bool = False, progress: bool = True,
-                 save_images=None, options=None):
+                 save_images=None, options=None, keep_dir=None):
         self.cfg, self.data, self.device, self.progress = eval_cfg, data_cfg, torch.device(device), progress
         protos = build_protocols(eval_cfg, data_cfg.kind if data_cfg is not None else "synthetic", options)
         self.protos = [p for p in protos if p.kind != "speed"]
@@ -66,6 +76,11 @@ class Evaluator:
         self.resolver = WeightsResolver(site.paths.weights, allow_download)
         self.cache = StatsCache(site.paths.cache)
         self.save_images = Path(save_images) if save_images else None
+        # eval.keep_samples: the final evaluation's per-sample data of each protocol with a paired test
+        # (evaluation.paired), held in `kept_samples` {protocol: Samples} and, with `keep_dir` (a run folder),
+        # written under it and named in the records (`kept_samples`)
+        self.keep_dir, self.kept_samples = (Path(keep_dir) if keep_dir else None), {}
+        self.statistics = {p.name: paired.statistic_of(p) for p in self.protos}
         self.provenance = {"commit": git_commit(Path(__file__).parent), "versions": library_versions()}
         for p in self.protos:  # a missing weight file fails before anything is generated or announced
             if not p.smoke and p.weights:
@@ -107,6 +122,7 @@ class Evaluator:
         if proto.name not in self.extractors:
             self.extractors[proto.name] = (smoke_extractor(proto, galip) if proto.smoke
                                            else proto.make_extractor(self.resolver, self.device))
+            proto.observe_model(galip, self.extractors[proto.name])  # self_referential: the model's own CLIP?
         return self.extractors[proto.name]
 
     def _reference(self, proto, extractor):
@@ -136,10 +152,12 @@ class Evaluator:
             return extractor.encode_image(images)[1].float(), sent.float()
         return extractor.encode_image(images), extractor.encode_text(captions)
 
-    def _generate(self, synth, resolved, members, extractors, step):
+    def _generate(self, synth, resolved, members, extractors, step, keep=False):
         rank, world = distributed.rank_size()
         accs = {p.name: p.new_accumulator() for p in members}
-        kept = {p.name: [] for p in members if p.bootstrap and self.cfg.bootstrap}
+        # (the FeatureBank protocols' own features serve their paired tests: nothing extra kept for mmd / IS)
+        kept = {p.name: [] for p in members if (p.bootstrap and self.cfg.bootstrap)
+                or (keep and self.statistics.get(p.name) in ("frechet", "clip_batch_mean", "clip_score"))}
         # the whole stream, then this process's rows: every sample gets the noise it gets in one process
         noise = torch.randn(resolved.n, synth.galip.noise_dim,
                             generator=torch.Generator().manual_seed(members[0].plan.seed))
@@ -163,11 +181,17 @@ class Evaluator:
                     if p.name in kept:
                         kept[p.name].append(features.float())  # on the device, as the sums
                 else:
-                    accs[p.name].update(*self._clip_embeddings(extractors[p.name], images, sent, captions))
+                    img_emb, txt_emb = self._clip_embeddings(extractors[p.name], images, sent, captions)
+                    accs[p.name].update(img_emb, txt_emb)
+                    if p.name in kept:  # the per-sample cosines, [B, 1] float64 (gathered like features)
+                        kept[p.name].append(paired.cosines(img_emb, txt_emb)[:, None])
             bar.update(len(captions))
             start = end
         bar.close()
-        kept = {name: torch.cat(chunks) if chunks else torch.zeros(0, 0) for name, chunks in kept.items()}
+        kinds = {p.name: p.kind for p in members}  # an empty share in the dtype of the others' (one for the gather)
+        kept = {name: torch.cat(chunks) if chunks else
+                torch.zeros(0, 0, dtype=torch.float64 if kinds[name] == "clip" else torch.float32)
+                for name, chunks in kept.items()}
         if world > 1:
             kept = self._merge(resolved, accs, kept, rank)
         return accs, kept
@@ -195,7 +219,7 @@ class Evaluator:
         try:
             reference = self._reference(p, extractor) if p.has_reference else None
             values, error = p.compute_all(acc, reference), None
-            if features is not None:
+            if features is not None and p.bootstrap and self.cfg.bootstrap:
                 extra = fid_interval(features, reference["mu"], reference["sigma"], self.cfg.bootstrap,
                                      p.plan.seed, device=self.device)
         except Exception as err:  # noqa: BLE001 - recorded with its reason; the other protocols keep their results
@@ -205,6 +229,37 @@ class Evaluator:
         return [{**base, "metric": m, "value": None if v is None else float(v), "settings": p.settings_dict(),
                  "time": time.time(), "eval_s": time.time() - t0, **(extra if m == p.name else {}),
                  **({"error": error} if error else {})} for m, v in values.items()]
+
+    def _keep(self, p, kept, acc, step, records) -> list:
+        """Hold a protocol's per-sample data (features, cosines, embeddings or logits, plan order) in
+        `kept_samples`, and with a `keep_dir` write it there (rank 0, atomically) and name it in the protocol's
+        records (`kept_samples`, each with its metric's statistic: `paired.for_metric`). A failed protocol keeps
+        nothing; a write the file system refuses is a warning, the records stay."""
+        statistic = self.statistics.get(p.name)
+        if statistic in ("mmd", "inception_score"):  # the protocol's FeatureBank: all N, merged, in plan order
+            kept = acc.state()["features"]
+        gated = [r for r in records if direction(r["protocol"], r["metric"]) is not None]
+        if statistic is None or kept is None or any(r.get("error") for r in records) or \
+                not all(r["value"] is not None and np.isfinite(r["value"]) for r in gated):
+            return records  # a failed or NaN metric: nothing to resample
+        values = kept.detach().cpu().numpy() if torch.is_tensor(kept) else kept
+        samples = paired.Samples(statistic, paired.stored(values, statistic),
+                                 batch=p.plan.batch if statistic == "clip_batch_mean" else None)
+        reference = self.references.get(p.name)
+        if statistic == "frechet":
+            samples.ref_mu, samples.ref_sigma = reference["mu"], reference["sigma"]
+        elif statistic in ("mmd", "inception_score"):
+            samples.params = p.paired_params(reference)
+            samples.cross = p.paired_cross() if statistic == "mmd" else None
+        self.kept_samples[p.name] = samples
+        if self.keep_dir is None:
+            return records
+        try:
+            field = paired.kept_field(samples, self.keep_dir, RunDir.kept_samples_stem(step, p.name))
+        except UserError as err:
+            print(f"warning: {p.name}: per-sample data not kept ({err})", file=sys.stderr)
+            return records
+        return [paired.name_kept(r, field) for r in records]
 
     @torch.no_grad()
     def prepare(self, galip) -> None:
@@ -218,11 +273,15 @@ class Evaluator:
     @torch.no_grad()
     def __call__(self, galip, step: int = None, final: bool = True) -> list:
         """Records of every quality protocol at `step`; with `final`, the speed protocols' too (timed once, on
-        process 0). In a process group every process must call it; the others return []."""
+        process 0). In a process group every process must call it; the others return []. With `final` and
+        `eval.keep_samples: final`, process 0 keeps each paired-testable protocol's per-sample data (`_keep`)."""
         rank = distributed.rank_size()[0]
         speed = self.measure_speed(galip) if final and rank == 0 else []
         if not self.protos:
             return speed
+        keep = final and getattr(self.cfg, "keep_samples", "final") == "final"
+        if keep:
+            self.kept_samples = {}
         t0 = time.time()
         was_training = galip.training
         galip.eval()
@@ -231,11 +290,12 @@ class Evaluator:
             with Synthesizer(galip, self.cfg.synthesis) as synth:
                 for resolved, members in self.groups.values():
                     extractors = {p.name: self._extractor(p, galip) for p in members}
-                    accs, kept = self._generate(synth, resolved, members, extractors, step)
+                    accs, kept = self._generate(synth, resolved, members, extractors, step, keep)
                     if rank != 0:
                         continue
                     for p in members:
-                        records += self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
+                        mine = self._records(p, accs[p.name], extractors[p.name], kept.get(p.name), step, t0)
+                        records += self._keep(p, kept.get(p.name), accs[p.name], step, mine) if keep else mine
         finally:
             galip.train(was_training)
         return records + speed

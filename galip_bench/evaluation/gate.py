@@ -1,14 +1,23 @@
 """The regression gate's two jobs, on top of the pure verdict logic (`evaluation.regress`): measure a checkpoint
-into a baseline file, and gate a new checkpoint (or records) against a baseline under exactly its settings."""
+into a baseline file, and gate a new checkpoint (or records) against a baseline under exactly its settings.
+
+Paired: a baseline keeps its per-sample data (`eval.keep_samples: final`, the default) beside its file, as
+`<baseline file>.samples/<protocol>.npy` (and `.reference.npz` for FID-type protocols), named in its records
+(`kept_samples`, paths relative to the baseline's folder). The new checkpoint is evaluated with the baseline's plan
+and seed, so sample i of both came from the same caption and noise, and each metric that kept samples on both
+sides gets a paired bootstrap interval of new − baseline (`evaluation.paired`); the verdict then separates worse
+and significant (exit 1) from worse within noise (exit 0)."""
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
 from galip_bench.config.io import merge_onto, read_data_section, to_object
 from galip_bench.config.schema import DataConfig, EvalConfig
 from galip_bench.errors import UserError
-from galip_bench.evaluation import regress
-from galip_bench.evaluation.evaluate import evaluate_checkpoint
+from galip_bench.evaluation import paired, regress
+from galip_bench.evaluation.evaluate import prepare_evaluation, run_evaluation
+from galip_bench.evaluation.protocols import direction
 
 EVAL_KEYS = ("protocols", "num_samples", "passes", "batch_size", "seed", "extractor", "reference", "bootstrap",
              "synthesis", "official_ranks")
@@ -18,14 +27,64 @@ def _eval_config(eval_dict) -> EvalConfig:
     return EvalConfig(**{k: eval_dict[k] for k in EVAL_KEYS if k in eval_dict})
 
 
-def write_baseline(checkpoint, data_cfg, eval_cfg, site, source: dict, announce=None) -> dict:
-    """Evaluate `checkpoint` and return the baseline (records + the data and eval settings that made them)."""
+def write_baseline(checkpoint, data_cfg, eval_cfg, site, source: dict, announce=None, path=None) -> dict:
+    """Evaluate `checkpoint` and return the baseline (records + the data and eval settings that made them). With
+    `path` (where the baseline file goes), the per-sample data the evaluation kept is written beside it."""
     source = {k: v for k, v in source.items() if k != "plan_options"}  # they make the baseline's plan here
-    records = evaluate_checkpoint(checkpoint, data_cfg, eval_cfg, site, announce=announce, **source)
+    prepared = prepare_evaluation(checkpoint, data_cfg, eval_cfg, site, announce=announce, **source)
+    records = run_evaluation(prepared)
+    if path is not None:
+        records = keep_beside(records, prepared.evaluator.kept_samples, path)
     eval_dict = {k: getattr(eval_cfg, k) for k in EVAL_KEYS}
     return regress.make_baseline(records, dataclasses.asdict(data_cfg), eval_dict,
                                  model_config=source.get("model_config"), overrides=list(source.get("overrides", [])),
                                  checkpoint=records[0]["checkpoint"] if records else str(checkpoint))
+
+
+def samples_folder(path) -> Path:
+    """Where a baseline file's per-sample data goes: `<file>.samples/` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".samples")
+
+
+def keep_beside(records, kept: dict, path) -> list:
+    """Write each protocol's kept samples ({protocol: Samples}) to `<path>.samples/<protocol>.npy` and name them
+    in its records (relative to the baseline file's folder)."""
+    path, fields = Path(path), {}
+    for name, samples in kept.items():
+        try:
+            fields[name] = paired.kept_field(samples, path.parent, Path(samples_folder(path).name) / name)
+        except UserError as err:  # the records matter more than their samples: they are written all the same
+            print(f"warning: {name}: per-sample data not kept ({err})", file=sys.stderr)
+    return [paired.name_kept(r, fields.get(r["protocol"])) for r in records]
+
+
+def paired_tests(old_records, new_records, old_root, new_samples, device="cpu") -> tuple:
+    """({(protocol, metric): paired_difference result}, {(protocol, metric): why there is none}) for the gated
+    metrics of the baseline (`old_root`: the folder its kept-sample paths are relative to). `new_samples(record)`
+    gives the new side's Samples of a record, or raises paired.SamplesUnavailable. Each side's kept samples must
+    give its record's value back."""
+    old, new = regress.index_records(old_records), regress.index_records(new_records)
+    tests, notes = {}, {}
+    for key, rec in sorted(old.items()):
+        if direction(*key) is None or key not in new or not isinstance(rec.get("kept_samples"), dict):
+            continue
+        try:
+            problem = paired.records_problem(rec, new[key])
+            base = paired.load_kept(rec["kept_samples"], old_root) if not problem else None
+            mine = new_samples(new[key]) if not problem else None
+            problem = problem or paired.samples_problem(base, mine)
+            if problem:
+                notes[key] = f"not paired: {problem}"
+                continue
+            test = paired.paired_difference(base, mine, device=device)
+            paired.check_value(base.statistic, test["base_value"], rec)
+            paired.check_value(mine.statistic, test["new_value"], new[key])
+        except paired.SamplesUnavailable as err:
+            notes[key] = str(err)
+            continue
+        tests[key] = test
+    return tests, notes
 
 
 def _baseline_data(base: dict, baseline_path, data_path) -> DataConfig:
@@ -74,15 +133,27 @@ def gate(baseline_path, site, source: dict, *, checkpoint=None, records_path=Non
     refuse_other_plan(plan_options, baseline_eval(base), baseline_path)
     if records_path:
         new_records = regress.read_baseline(records_path)["records"]
+        device = paired.default_device()
+
+        def new_samples(record):  # `eval --out`-style records whose kept samples lie beside the file
+            return paired.load_kept(record.get("kept_samples"), Path(records_path).parent)
     else:
         eval_dict = baseline_eval(base)
         eval_dict["protocols"] = [p for p in eval_dict["protocols"] if protocols is None or p in protocols]
         source = {**source, "model_config": source.get("model_config") or base.get("model_config"),
                   "overrides": list(source.get("overrides") or base.get("overrides") or [])}
-        new_records = evaluate_checkpoint(checkpoint, _baseline_data(base, baseline_path, data_path),
-                                          _eval_config(eval_dict), site, announce=announce, **source)
+        prepared = prepare_evaluation(checkpoint, _baseline_data(base, baseline_path, data_path),
+                                      _eval_config(eval_dict), site, announce=announce, **source)
+        new_records, device = run_evaluation(prepared), prepared.device
+        kept = prepared.evaluator.kept_samples  # the evaluation's per-sample data, in memory
+
+        def new_samples(record):
+            if record["protocol"] not in kept:
+                raise paired.SamplesUnavailable("samples not kept (new)")
+            return paired.for_metric(kept[record["protocol"]], record["metric"])
     regress.check_settings(old_records, new_records)
-    rows, code = regress.compare(old_records, new_records, tolerances, protocols)
+    tests, notes = paired_tests(old_records, new_records, Path(baseline_path).parent, new_samples, device)
+    rows, code = regress.compare(old_records, new_records, tolerances, protocols, paired=tests, notes=notes)
     clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]
     return {"verdict": "regressed" if code else "pass", "exit_code": code,
             "baseline": str(Path(baseline_path).resolve()), "new": str(Path(checkpoint or records_path).resolve()),

@@ -30,6 +30,8 @@ def build_protocols(eval_cfg, data_kind: str, options=None) -> list:
         raise UserError(f"eval.synthesis must be one of {', '.join(SYNTHESIS_MODES)}, got {eval_cfg.synthesis!r}")
     if eval_cfg.bootstrap < 0:
         raise UserError(f"the bootstrap resamples must be at least 0, got {eval_cfg.bootstrap}")
+    if getattr(eval_cfg, "keep_samples", "final") not in ("final", "none"):
+        raise UserError(f"eval.keep_samples must be final or none, got {eval_cfg.keep_samples!r}")
     if len(set(eval_cfg.protocols)) != len(eval_cfg.protocols):
         raise UserError(f"protocols listed twice: {', '.join(eval_cfg.protocols)}")
     out = []

@@ -87,11 +87,20 @@ def check_settings(old_records, new_records) -> None:
                             f"({'; '.join(diffs)}); re-create the baseline or evaluate with its settings")
 
 
-def compare(old_records, new_records, tolerances=None, protocols=None) -> tuple:
-    """(rows, exit_code). One row per baseline metric: protocol, metric, old, new, delta, tolerance, verdict.
+WORSE_SIGNIFICANT, WORSE_NOISE = "worse, significant", "worse, within noise"
+FAILING = ("regressed", "missing", WORSE_SIGNIFICANT)
 
-    verdict: ok | improved | regressed | missing (no new value; counts as a regression) | info (not gated).
-    exit_code: 1 when any row regressed or is missing, else 0. Unknown tolerance names raise UserError.
+
+def compare(old_records, new_records, tolerances=None, protocols=None, paired=None, notes=None) -> tuple:
+    """(rows, exit_code). One row per baseline metric: protocol, metric, old, new, delta, tolerance, verdict, and
+    the paired test where there is one (ci_low, ci_high of new − old, paired: its text; evaluation.paired).
+
+    verdict: ok | improved | regressed | missing (no new value; counts as a regression) | info (not gated); with a
+    paired test ({(protocol, metric): paired_difference result} in `paired`), a metric worse than its tolerance is
+    `worse, significant` (its interval excludes 0 on the worse side; a regression) or `worse, within noise` (not
+    one). `notes`: {(protocol, metric): why there is no paired test}, shown in the row.
+    exit_code: 1 when any row regressed, is missing or is worse and significant, else 0. Unknown tolerance names
+    raise UserError.
     """
     tolerances = dict(tolerances or {})
     old, new = index_records(old_records), index_records(new_records)
@@ -122,11 +131,22 @@ def compare(old_records, new_records, tolerances=None, protocols=None) -> tuple:
         else:
             worse_by = -sign * delta  # > 0: the new value is worse
             verdict = "regressed" if worse_by > allowed + 1e-12 else ("improved" if worse_by < 0 else "ok")
-        failed |= verdict in ("regressed", "missing")
+        test = (paired or {}).get((proto, metric))
+        if verdict == "regressed" and test is not None:
+            worse = test["ci_low"] > 0 if sign < 0 else test["ci_high"] < 0  # the interval on the worse side of 0
+            verdict = WORSE_SIGNIFICANT if worse else WORSE_NOISE
+        failed |= verdict in FAILING
         tol_text = "n/a" if sign is None else (f"{'+' if sign < 0 else '-'}{amount:g}{'%' if relative else ''}")
-        rows.append({"protocol": proto, "metric": metric, "old": old_v, "new": new_v, "delta": delta,
-                     "tolerance": tol_text, "allowed": allowed if sign is not None else None,
-                     "better": {-1: "lower", 1: "higher"}.get(sign), "verdict": verdict})
+        row = {"protocol": proto, "metric": metric, "old": old_v, "new": new_v, "delta": delta,
+               "tolerance": tol_text, "allowed": allowed if sign is not None else None,
+               "better": {-1: "lower", 1: "higher"}.get(sign), "verdict": verdict}
+        if test is not None:
+            row.update(ci_low=test["ci_low"], ci_high=test["ci_high"], paired_resamples=test["resamples"],
+                       paired=f"[{test['ci_low']:+.4g}, {test['ci_high']:+.4g}]" + (" *" if test["significant"]
+                                                                                   else ""))
+        elif (notes or {}).get((proto, metric)):
+            row["paired"] = notes[(proto, metric)]
+        rows.append(row)
     return rows, int(failed)
 
 
@@ -136,14 +156,38 @@ def _value(record) -> float:
 
 
 def format_table(rows) -> str:
-    """The verdict rows as a plain-text table; regressed and missing verdicts in capitals."""
-    df = pd.DataFrame(rows, columns=["protocol", "metric", "old", "new", "delta", "tolerance", "verdict"])
-    df["verdict"] = [v.upper() if v in ("regressed", "missing") else v for v in df["verdict"]]
+    """The verdict rows as a plain-text table; failing verdicts in capitals. With paired tests, a column of each
+    delta's paired bootstrap 95% interval (* where it excludes 0), or why there is none."""
+    columns = ["protocol", "metric", "old", "new", "delta", "tolerance", "verdict"]
+    if any(r.get("paired") for r in rows):
+        columns.insert(5, "paired")
+    df = pd.DataFrame(rows, columns=columns)
+    if "paired" in df:
+        df["paired"] = df["paired"].fillna("")
+        df = df.rename(columns={"paired": "paired 95% CI of delta"})
+    df["verdict"] = [v.upper() if v in FAILING else v for v in df["verdict"]]
     return df.to_string(index=False, formatters={"old": "{:.6g}".format, "new": "{:.6g}".format,
                                                  "delta": "{:+.6g}".format})
 
 
 # ---- baselines ------------------------------------------------------------------------------------------------------
+
+def verdict_line(verdict: str, rows) -> str:
+    """The gate's summary line: how many gated metrics failed, and with paired tests whether each was significant
+    or within noise."""
+    gated = sum(r["verdict"] != "info" for r in rows)
+    failing = [r["metric"] for r in rows if r["verdict"] in FAILING]
+    noise = [r["metric"] for r in rows if r["verdict"] == WORSE_NOISE]
+    significant = [r["metric"] for r in rows if r["verdict"] == WORSE_SIGNIFICANT]
+    line = f"{verdict.upper()}: {len(failing)} of {gated} gated metric(s) worse than tolerance"
+    if significant:
+        line += (f", {len(significant)} of them significantly ({', '.join(significant)}: worse, significant; "
+                 "paired bootstrap 95% interval excludes 0)")
+    if noise:
+        line += (f"; {len(noise)} worse than tolerance but within noise ({', '.join(noise)}: the paired bootstrap "
+                 "95% interval of the difference contains 0), not counted")
+    return line
+
 
 def make_baseline(records, data: dict, eval_cfg: dict, **extra) -> dict:
     """The baseline file: the records plus everything needed to evaluate a new checkpoint identically."""

@@ -23,20 +23,23 @@ from galip_bench.evaluation.plans import SamplePlan
 LOWER, HIGHER = -1, +1
 OFFICIAL_CLAMP = "clamp(-1, 1), then nan_to_num(nan=-1, posinf=1, neginf=-1) (the official test loop)"
 TINY_FEATURES = "tiny random conv net, 64-d (smoke profile; numbers not comparable to anything published)"
-TINY_LOGITS = ("tiny random conv net + linear head, 16 logits (smoke profile; numbers not comparable to anything "
-               "published)")
+TINY_LOGITS = ("tiny random conv net + standardised sinusoidal random head, 16 logits (smoke profile; numbers not "
+               "comparable to anything published)")
 TINY_CLIP = "the model's own CLIP (smoke profile; numbers not comparable to anything published)"
 # settings that must be equal for two records of a protocol to be compared (regress) or for a published number to
 # apply (report); the plan's drawn captions and N are part of both
 PLAN_KEYS = ("plan", "passes", "plan_num_samples", "plan_batch", "plan_ranks", "plan_subset")
 GATED = PLAN_KEYS + ("seed", "num_samples", "captions_sha256", "synthesis", "prepare", "resize", "extractor",
-                     "weights", "precision", "reference", "reference_sha256", "options")
+                     "weights", "precision", "reference", "reference_sha256", "options", "self_referential")
 COMPARABLE = PLAN_KEYS + ("synthesis", "prepare", "resize", "extractor", "weights", "precision", "reference",
-                          "options")
+                          "options", "self_referential")
 # what records written before a setting existed ran: one sampler process, and the test split in its own order (the
 # official plan kept the first floor(N/64)*64 images in split order then, so those records do not compare with the
 # official plan's DistributedSampler subset now)
-SETTING_DEFAULTS = {"synthesis": "faithful", "plan_ranks": 1, "plan_subset": "split order"}
+SETTING_DEFAULTS = {"synthesis": "faithful", "plan_ranks": 1, "plan_subset": "split order",
+                    # the CLIP-based protocols then (clip_score_galip, clip_score, fid_clip) ran OpenAI ViT-B/32, the
+                    # CLIP GALIP trains with; a record of a protocol without a CLIP never carries the key
+                    "self_referential": True}
 
 
 def prepare_official(images: torch.Tensor) -> torch.Tensor:
@@ -63,6 +66,10 @@ class Protocol:
     default_options: tuple = ()
     gated = GATED
     comparable = COMPARABLE
+    # CLIP-based protocols: whether the metric's CLIP is the generator's own (GALIP trains with OpenAI ViT-B/32), so
+    # that the number partly grades the model by its own training signal; the driver decides it from the model
+    # (`observe_model`); None: no CLIP, the record has no such key
+    self_referential: bool | None = None
 
     def __init__(self, plan: SamplePlan | None = None, options=None, smoke: bool = False,
                  synthesis: str = "faithful"):
@@ -127,7 +134,18 @@ class Protocol:
                 "prepare": OFFICIAL_CLAMP if self.kind != "speed" else "n/a", "resize": self.resize,
                 "extractor": self.extractor, "weights": self.weights, "precision": self.precision,
                 "reference": self.reference, "reference_sha256": self.reference_sha256,
-                "options": dict(self.options), "smoke": self.smoke, **self.ran}
+                "options": dict(self.options), "smoke": self.smoke,
+                **({} if self.self_referential is None else {"self_referential": self.self_referential}), **self.ran}
+
+    def observe_model(self, model, extractor) -> None:
+        """Called by the driver as it builds the extractor for `model`: a CLIP-based protocol's `self_referential`
+        becomes whether the extractor runs the model's own CLIP (``metrics.clip_score.same_clip``: the same network,
+        or the same weights; a stand-in that runs no CLIP is not); a model with no `clip` attribute keeps the class's
+        value (the CLIP GALIP trains with)."""
+        if self.self_referential is None or not hasattr(model, "clip"):
+            return
+        from galip_bench.metrics.clip_score import same_clip
+        self.self_referential = same_clip(model.clip, extractor)
 
     def compute(self, acc, reference=None) -> float:
         """The protocol's main metric (the one named like the protocol)."""

@@ -10,6 +10,7 @@ from galip_bench.checkpoints.params import checkpoint_bytes
 from galip_bench.config.recipe import describe_budget
 from galip_bench.data import split_size
 from galip_bench.errors import UserError
+from galip_bench.evaluation.paired import kept_line
 from galip_bench.evaluation.planning import preview
 from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train.amp import RESET_SCALE, SCALER_MIN
@@ -82,11 +83,13 @@ def describe_run(run, site, grid) -> list:
     rows, err = _safe(preview, cfg.eval, data)
     if err:
         return lines + [f"  cannot run: {err}"]
+    width = max([16] + [len(r["protocol"]) for r in rows])
     for r in rows:
         n = f"N={r['n']:,}" if r["n"] is not None else "N=?"
         stand_in = " [smoke stand-in: tiny random extractor]" if cfg.eval.extractor == "tiny" and r["n"] else ""
-        lines.append(f"  {r['protocol']:<16} {n:<10} {r['plan']}; reference: {r['reference']}{stand_in}")
-    return lines
+        lines.append(f"  {r['protocol']:<{width}} {n:<10} {r['plan']}; reference: {r['reference']}{stand_in}")
+    kept = _safe(kept_line, cfg.eval, data.kind, {r["protocol"]: r["n"] for r in rows})[0]
+    return lines + ([f"  {kept}"] if kept else [])
 
 
 def recipe_lines(run, grid, site, n_train, world) -> list:

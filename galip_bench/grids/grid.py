@@ -19,7 +19,7 @@ from galip_bench.evaluation.protocols import PROTOCOLS
 from galip_bench.grids.applicable import check_applicable
 
 GRID_KEYS = {"name", "description", "base", "grid", "variants", "seeds", "eval", "slurm", "executor", "profile",
-             "recipe", "schedules", "schedule"}
+             "recipe", "schedules", "schedule", "baseline_variant"}
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _label(value) -> str:
 
 
 # settings results do not depend on: a run keeps its id (and resumes) across them
-EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers", "train.keep_best")
+EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers", "train.keep_best", "eval.keep_samples")
 # settings added after run folders existed, with the value that does what the code did before them: at that value
 # they stay out of the id, so a run made by an earlier version keeps its folder (and resumes) under a later one
 ADDED_LATER = {"data.decode": "pil", "eval.data.decode": "pil", "train.channels_last": False,
@@ -128,7 +128,8 @@ def legacy_run_id_of(conf):
            if key.startswith(("model.condition", "after")) or key in _NEW_SINCE_4B45FBB) \
             or conf.get("system", "galip") != "galip" or OmegaConf.select(conf, "train.grad_accum") not in (None, 1):
         return None  # (grad_accum > 1 meant something else then)
-    for key in _NEW_SINCE_FFC5502 + _NEW_SINCE_4B45FBB + ("data.num_workers", "train.keep_best", "train.global_batch"):
+    for key in _NEW_SINCE_FFC5502 + _NEW_SINCE_4B45FBB + ("data.num_workers", "train.keep_best", "train.global_batch",
+                                                          "eval.keep_samples"):
         section, _, name = key.rpartition(".")
         node = OmegaConf.select(conf, section) if section else conf
         if node is not None and name in node:
@@ -217,6 +218,10 @@ def load_grid(path, profile: str = None, overrides=None, placement=None, schedul
     if profile is not None and profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}' (available: {', '.join(PROFILES)})")
     schedules, schedule, schedule_train = _schedules(raw, path, schedule)
+    names = [str(v.get("name")) for v in (raw.get("variants") or []) if isinstance(v, dict)] or ["default"]
+    if raw.get("baseline_variant") is not None and str(raw["baseline_variant"]) not in names:
+        raise UserError(f"{path}: baseline_variant '{raw['baseline_variant']}' is not one of the variants "
+                        f"({', '.join(names)}); the report compares every variant with it")
     base, recipe = _base(raw, path, schedule_train)
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
@@ -328,7 +333,8 @@ def grid_info(grid_arg: str) -> dict:
     slurm = OmegaConf.to_container(raw["slurm"]) if OmegaConf.is_dict(raw.get("slurm")) else {}
     return {"path": str(path), "name": str(raw.get("name") or path.stem), "description": raw.get("description"),
             "profile": raw.get("profile"), "executor": raw.get("executor"), "slurm": slurm,
-            "variants": [str(v.get("name")) for v in (raw.get("variants") or []) if hasattr(v, "get")]}
+            "variants": [str(v.get("name")) for v in (raw.get("variants") or []) if hasattr(v, "get")],
+            "baseline_variant": None if raw.get("baseline_variant") is None else str(raw["baseline_variant"])}
 
 
 def select_run(grid: Grid, variant=None, seed=None) -> Run:

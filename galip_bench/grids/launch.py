@@ -53,7 +53,7 @@ class RunJob(submitit.helpers.Checkpointable):
         cfg = to_object(merge_onto(RunConfig, OmegaConf.create(self.conf_yaml), source=self.run_path))
         site = to_object(merge_onto(SiteConfig, OmegaConf.create(self.site_yaml), source="site"))
         run_dir = RunDir(self.run_path)
-        make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress)
+        make_evaluator = evaluator_factory(cfg, site, self.allow_download, self.progress, keep_dir=self.run_path)
         self.requeued = False  # set by checkpoint(): submitit requeues this job (timeout, preemption) and exits
         with lock.owning(self.run_path, self.owner) as own:  # rank 0 holds it; refused: RunOwned, nothing written
             try:
@@ -80,13 +80,15 @@ class RunJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self)
 
 
-def evaluator_factory(cfg, site, allow_download: bool = False, progress: bool = True):
+def evaluator_factory(cfg, site, allow_download: bool = False, progress: bool = True, keep_dir=None):
     """`make_evaluator(device)` for train_run (None without protocols): the run's evaluation, built on every rank
-    (each evaluates its share of the plan; rank 0 gets the records)."""
+    (each evaluates its share of the plan; rank 0 gets the records, and keeps the final evaluation's per-sample
+    data in the run folder `keep_dir` under `eval.keep_samples: final`)."""
     if not cfg.eval.protocols:
         return None
     from galip_bench.evaluation.driver import Evaluator
-    return lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device, allow_download, progress)
+    return lambda device: Evaluator(cfg.eval, cfg.eval.data or cfg.data, site, device, allow_download, progress,
+                                    keep_dir=keep_dir)
 
 
 def process_group_timeout(cfg):
@@ -110,7 +112,7 @@ def train_in_process(run, grid_name: str, site: SiteConfig, allow_download: bool
         if "status.json" in run_dir.torn():  # rebuilt with what `run` would have written
             run_dir.set_status("pending", variant=run.name, seed=run.seed, steps=run.config.train.steps,
                                epochs=run.config.train.epochs, executor=None, job_id=None)
-        out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download),
+        out = train_run(run.config, run_dir, evaluator_factory(run.config, site, allow_download, keep_dir=run_dir.path),
                         cache_dir=site.paths.cache, weights_dir=site.paths.weights,
                         timeout=process_group_timeout(run.config), owner=own.token)
     return {**out, "folder": run_dir.path}

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -114,9 +116,10 @@ def preprocess_official(images: torch.Tensor) -> torch.Tensor:
     return clip_input(images, "official", 224)
 
 
-def preprocess_standard(images: torch.Tensor) -> torch.Tensor:
-    """Standard CLIP preprocessing: one map to [0,1], bicubic short side 224, centre crop, CLIP mean/std."""
-    return clip_input(images.float(), "standard", 224)
+def preprocess_standard(images: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """Standard CLIP preprocessing: one map to [0,1], bicubic short side `size` (the CLIP's input size: 224, 336 for
+    ViT-L/14@336), centre crop, CLIP mean/std."""
+    return clip_input(images.float(), "standard", size)
 
 
 PREPROCESS = {"official": preprocess_official, "standard": preprocess_standard}
@@ -148,6 +151,9 @@ class ClipEmbedder:
         self.model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess = PREPROCESS[preprocess]
+        if preprocess == "standard":  # at the model's input size (GALIP's official map always resizes to 224)
+            size = self.model.visual.image_size
+            self.preprocess = partial(preprocess_standard, size=size[0] if isinstance(size, tuple) else size)
         self.device = torch.device(device)
 
     @torch.no_grad()
@@ -157,3 +163,35 @@ class ClipEmbedder:
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> torch.Tensor:
         return self.model.encode_text(self.tokenizer(captions).to(self.device)).float()
+
+
+def _clip_module(obj):
+    """The open_clip CLIP module of a CLIP holder (FrozenCLIP, ClipEmbedder, an extractor keeping it as `.model`)."""
+    from open_clip.model import CLIP
+    for _ in range(3):
+        if obj is None or isinstance(obj, CLIP):
+            return obj
+        obj = getattr(obj, "model", None)
+    return None
+
+
+SAME_CLIP_KEYS = ("visual.conv1.weight", "visual.positional_embedding", "visual.proj", "text_projection")
+
+
+def same_clip(a, b) -> bool:
+    """Whether two CLIPs (open_clip CLIP modules, or holders of one as `.model`: FrozenCLIP, ClipEmbedder, the CMMD
+    embedder) are one network: the same module, or the same shapes and values of the patch embedding, positional
+    embedding and both projections (within fp16 rounding, so the clip.load-fp16 form of a CLIP is the same CLIP as its
+    fp32 form). False when either holds no CLIP (a stand-in that runs none)."""
+    a, b = _clip_module(a), _clip_module(b)
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    sa, sb = a.state_dict(), b.state_dict()
+    for key in SAME_CLIP_KEYS:
+        if key not in sa or key not in sb or sa[key].shape != sb[key].shape:
+            return False
+        if not torch.allclose(sa[key].float().cpu(), sb[key].float().cpu(), rtol=2e-3, atol=1e-5):
+            return False
+    return True

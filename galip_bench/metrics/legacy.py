@@ -40,6 +40,23 @@ def _load_state_dict(weights) -> dict:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
+def pytorch_fid_blocks(net) -> nn.ModuleList:
+    """A torchvision ``inception_v3``'s layers in pytorch-fid's (early) four-block layout, ending in the 2048-d
+    adaptive average pool (GALIP's and DM-GAN's FID wrappers)."""
+    return nn.ModuleList([
+        nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(kernel_size=3, stride=2)),
+        nn.Sequential(net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2)),
+        nn.Sequential(net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a,
+                      net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e),
+        nn.Sequential(net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1))),
+    ])
+
+
+def transform_input(x01: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``transform_input`` on a [0, 1] image: per channel x * std/0.5 + (mean - 0.5)/0.5 (ImageNet)."""
+    return torch.cat([x01[:, c:c + 1] * (_STD[c] / 0.5) + (_MEAN[c] - 0.5) / 0.5 for c in range(3)], dim=1)
+
+
 class GALIPInception(nn.Module):
     """torchvision inception_v3 in the pytorch-fid block layout, as used by GALIP's ``calculate_fid`` path.
 
@@ -51,20 +68,13 @@ class GALIPInception(nn.Module):
         super().__init__()
         net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
         net.load_state_dict(_load_state_dict(weights))
-        self.blocks = nn.ModuleList([
-            nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3,
-                          nn.MaxPool2d(kernel_size=3, stride=2)),
-            nn.Sequential(net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2)),
-            nn.Sequential(net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a,
-                          net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e),
-            nn.Sequential(net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1))),
-        ])
+        self.blocks = pytorch_fid_blocks(net)
         self.eval().requires_grad_(False)
 
     def wrapper_forward(self, x01: torch.Tensor) -> torch.Tensor:
         """The wrapper as GALIP runs it: input in [0, 1] -> [B, 2048] pool features (float32)."""
         x = F.interpolate(x01, size=(299, 299), mode="bilinear", align_corners=False, antialias=False)
-        x = torch.cat([x[:, c:c + 1] * (_STD[c] / 0.5) + (_MEAN[c] - 0.5) / 0.5 for c in range(3)], dim=1)
+        x = transform_input(x)
         for block in self.blocks:
             x = block(x)
         return x.flatten(1)

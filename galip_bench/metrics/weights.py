@@ -48,9 +48,31 @@ WEIGHTS = {
         extra_dirs=("~/.cache/clip",),
         hf_globs=("models--timm--vit_base_patch32_clip_224.openai/snapshots/*/open_clip_model.safetensors",
                   "models--timm--vit_base_patch32_clip_224.openai/snapshots/*/open_clip_pytorch_model.bin")),
+    "clip_vit_l14_336": WeightSpec(  # no generic open_clip file name in paths.weights: clip_vit_b32 accepts those
+        "clip_vit_l14_336", ("ViT-L-14-336px.pt",),
+        "https://openaipublic.azureedge.net/clip/models/"
+        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
+        "OpenAI CLIP ViT-L/14@336 (cmmd; the file google-research/cmmd's scenic CLIP converts), or open_clip's "
+        "hf-hub copy timm/vit_large_patch14_clip_336.openai",
+        extra_dirs=("~/.cache/clip",),
+        hf_globs=("models--timm--vit_large_patch14_clip_336.openai/snapshots/*/open_clip_model.safetensors",
+                  "models--timm--vit_large_patch14_clip_336.openai/snapshots/*/open_clip_pytorch_model.bin")),
+    "clip_vit_l14": WeightSpec(
+        "clip_vit_l14", ("ViT-L-14.pt",),
+        "https://openaipublic.azureedge.net/clip/models/"
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+        "OpenAI CLIP ViT-L/14 (clip_score_heldout: a CLIP GALIP does not train with), or open_clip's hf-hub copy "
+        "timm/vit_large_patch14_clip_224.openai",
+        extra_dirs=("~/.cache/clip",),
+        hf_globs=("models--timm--vit_large_patch14_clip_224.openai/snapshots/*/open_clip_model.safetensors",
+                  "models--timm--vit_large_patch14_clip_224.openai/snapshots/*/open_clip_pytorch_model.bin")),
     "vgg16": WeightSpec(
         "vgg16", ("vgg16-397923af.pth",), "https://download.pytorch.org/models/vgg16-397923af.pth",
         "torchvision ImageNet VGG16 (the backbone of LPIPS, CLIP-GEN's VQGAN perceptual loss)"),
+    "dinov2_vitl14": WeightSpec(
+        "dinov2_vitl14", ("dinov2_vitl14_pretrain.pth",),
+        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+        "DINOv2 ViT-L/14 (LVD-142M), the file torch.hub's facebookresearch/dinov2 dinov2_vitl14 loads (dgm-eval)"),
 }
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from galip_bench.files import atomic_write_text
 from galip_bench.provenance import git_commit, library_versions
-from galip_bench.report import plots, tables
+from galip_bench.report import differences, plots, tables
 from galip_bench.report.html import report_html
 from galip_bench.runs import results
 from galip_bench.runs.rundir import RunDir
@@ -196,6 +196,25 @@ def _split_references(recs, proto) -> list:
     return sorted(r for r in refs if isinstance(r, str) and r.startswith("split:"))
 
 
+SELF_REFERENTIAL_NOTE = {
+    True: ("CLIP: **self-referential** (`self_referential: true`): the metric's CLIP is the generator's own (GALIP "
+           "trains with it), so the number partly grades the model by its own training signal; "
+           "`clip_score_heldout` uses a CLIP the model did not train with."),
+    False: "CLIP: held out (`self_referential: false`): not the CLIP the generator trains with."}
+
+
+def _self_referential(recs, proto) -> list:
+    """The note under a CLIP-based protocol's table: whether its CLIP is the generator's own (mixed: both said)."""
+    if recs is None or recs.empty or "settings" not in recs:
+        return []
+    seen = {s.get("self_referential") for s in recs.loc[recs["protocol"] == proto, "settings"]
+            if isinstance(s, dict) and "self_referential" in s}
+    if len(seen) > 1:
+        return ["CLIP: the runs differ in `self_referential` (the generator's own CLIP in some, not in others): the "
+                "rows do not compare.", ""]
+    return [SELF_REFERENTIAL_NOTE[bool(seen.pop())], ""] if seen else []
+
+
 def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
     lines = ["## Results", ""]
     if smoke:
@@ -217,6 +236,7 @@ def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
         lines += [f"### {proto}", "", tables.markdown_table(tables.protocol_frame(table, proto)), ""]
         for ref in _split_references(recs if recs is not None else pd.DataFrame(), proto):
             lines += [SPLIT_REFERENCE_NOTE.format(ref=ref), ""]
+        lines += _self_referential(recs, proto)
         notes = table[(table["protocol"] == proto) & (table["notes"] != "")]
         for r in notes.itertuples():
             lines.append(f"- {tables.md_text(r.variant)} / {r.metric}: {tables.md_text(r.notes)}")
@@ -271,8 +291,11 @@ def _plots_section(made, out_dir) -> list:
     return lines
 
 
-def build_report(grid_root, out_dir, grid: str = None, info: dict = None, references=None) -> dict:
-    """Write report.md, report.html, table.csv, table.tex and the PNGs under out_dir; return their paths."""
+def build_report(grid_root, out_dir, grid: str = None, info: dict = None, references=None, paired_resamples=None,
+                 device=None) -> dict:
+    """Write report.md, report.html, table.csv, table.tex, paired.csv, paired.tex and the PNGs under out_dir; return
+    their paths. `paired_resamples`: {statistic: B} for the paired intervals (evaluation.paired.RESAMPLES);
+    `device` where they are computed (default: a GPU when there is one)."""
     grid_root, out_dir = Path(grid_root), Path(out_dir)
     grid = grid or grid_root.name
     info = dict(info or {})
@@ -285,11 +308,14 @@ def build_report(grid_root, out_dir, grid: str = None, info: dict = None, refere
             if _split_references(recs, p) else "" for p in table["protocol"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     made = plots.all_plots(runs, recs, table, grid_root, out_dir)
+    baseline = differences.baseline_name(info, runs)
+    pairs = differences.paired_table(runs, recs, grid_root, baseline, out_dir, paired_resamples, device=device)
     md = [f"# Report: {grid}", ""]
     md += budget_lines(runs, configs)
     md += _what_was_run(grid, info, runs, recs, configs, refs)
     md += _runs_section(runs)
     md += _results_section(table, grid, refs, smoke_numbers(info, configs, recs), recs)
+    md += differences.markdown_section(pairs, baseline, paired_resamples, recs=recs)
     md += _references_section(grid, refs)
     md += _plots_section(made, out_dir)
     text = "\n".join(md).rstrip() + "\n"
@@ -298,7 +324,10 @@ def build_report(grid_root, out_dir, grid: str = None, info: dict = None, refere
                                               report_html(text, out_dir, f"galip-bench report: {grid}")),
              "table.csv": atomic_write_text(out_dir / "table.csv", table.to_csv(index=False)),
              "table.tex": atomic_write_text(out_dir / "table.tex", tables.latex_tables(table, grid) if not table.empty
-                                            else f"% grid {grid}: no metric records yet\n")}
+                                            else f"% grid {grid}: no metric records yet\n"),
+             "paired.csv": atomic_write_text(out_dir / "paired.csv", differences.csv_text(pairs)),
+             "paired.tex": atomic_write_text(out_dir / "paired.tex",
+                                             differences.latex_text(pairs, grid, baseline, paired_resamples))}
     paths["plots"] = [p for items in made.values() for _, p in items]
-    paths["table"] = table
+    paths["table"], paths["paired"] = table, pairs
     return paths

@@ -396,7 +396,7 @@ def markdown_table(df: pd.DataFrame, escape: bool = True) -> str:
 TEX_SYMBOLS = {"±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^\\dagger$", "–": "--", "—": "---", "↓": "$\\downarrow$",
                "↑": "$\\uparrow$", "≠": "$\\neq$", "→": "$\\rightarrow$", "×": "$\\times$", "·": "$\\cdot$",
                "≈": "$\\approx$", "≤": "$\\leq$", "≥": "$\\geq$", "µ": "$\\mu$", "°": "$^\\circ$",
-               "’": "'", "‘": "`", "“": "``", "”": "''", "\u00a0": "~"}
+               "’": "'", "‘": "`", "“": "``", "”": "''", "\u00a0": "~", "−": "$-$"}
 TEX_SPECIALS = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
                 "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "<": "\\textless{}",
                 ">": "\\textgreater{}", "|": "\\textbar{}"}

@@ -7,6 +7,9 @@ runs/<grid>/<run_id>/
   metrics.jsonl      one record per (step, protocol): settings, value, time
   checkpoints/       step_XXXXXXXX.pt, the last `keep` kept
   samples/           sample grids of fixed noise and captions
+  eval/step_XXXXXXXX/<protocol>.npy   the final evaluation's per-sample data (generated features, CLIP cosines,
+                     CMMD embeddings, Inception logits) for paired comparisons, with <protocol>.reference.npz
+                     (FID-type) or <protocol>.cross.npy (CMMD); `eval.keep_samples`
   owner.lock         who trains the run now (`runs.lock`); .replaced/: results `run --force` replaces (`runs.replace`)
 
 Readers never trust a torn record (a line cut short): they leave it out and warn, and `run`/`train` redo the run
@@ -200,6 +203,12 @@ class RunDir:
 
     def checkpoint_path(self, step: int) -> Path:
         return self.ckpt_dir / f"step_{step:08d}.pt"
+
+    @staticmethod
+    def kept_samples_stem(step, protocol: str) -> str:
+        """Where an evaluation at `step` keeps a protocol's per-sample data, relative to the run folder (without
+        the suffix: evaluation.paired writes `<stem>.npy` and, FID-type, `<stem>.reference.npz`)."""
+        return f"eval/step_{step:08d}/{protocol}" if step is not None else f"eval/no_step/{protocol}"
 
     def prune(self, keep: int, protect=()) -> None:
         """Delete all but the last `keep` checkpoints (0: keep all) and those of the steps in `protect`."""
