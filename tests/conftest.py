@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any hub call fails at once: tests never download
 # oneDNN picks its convolution kernels by the CPU's instruction set, and their fp32 rounding differs (AVX-512 vs
 # AVX2). One official training step is sensitive to it: Adam moves each weight by about +-lr, so a gradient that
@@ -13,7 +15,6 @@ def pytest_collection_modifyitems(config, items):
     slurm_items = [item for item in items if item.get_closest_marker("slurm")]
     if not slurm_items:
         return
-    import pytest
     from slurm_cluster import cluster_available
 
     ok, why = cluster_available()
@@ -22,3 +23,21 @@ def pytest_collection_modifyitems(config, items):
     if not ok:
         for item in slurm_items:
             item.add_marker(pytest.mark.skip(reason=f"no SLURM cluster: {why}"))
+
+
+
+@pytest.fixture(scope="session")
+def shapes_small(tmp_path_factory):
+    """The shapes CLIP and scene reader built with small recipes into one cache folder for the whole session (the
+    recipes stay patched while it lasts, so every build and load in the session finds these)."""
+    from galip_bench.shapes import cache
+    from galip_bench.shapes.clip import ClipRecipe
+    from galip_bench.shapes.reader import ReaderRecipe
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(cache, "CLIP_RECIPE", ClipRecipe(train_scenes=3000, steps=120))
+    patch.setattr(cache, "READER_RECIPE", ReaderRecipe(train_scenes=4000, test_scenes=1000, epochs=6, batch=64))
+    folder = tmp_path_factory.mktemp("shapes-cache")
+    reader, info = cache.load_reader(folder, progress=False)
+    yield folder, reader, info
+    patch.undo()

@@ -11,6 +11,7 @@ LAYERS = [
      "galip_bench.signals", "galip_bench.distributed"),
     ("galip_bench.config",),
     ("galip_bench.data", "galip_bench.metrics"),
+    ("galip_bench.shapes",),
     ("galip_bench.checkpoints", "galip_bench.runs"),
     ("galip_bench.train", "galip_bench.evaluation"),
     ("galip_bench.grids", "galip_bench.benchmark"),

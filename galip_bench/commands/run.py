@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from galip_bench.config.io import read_yaml
 from galip_bench.config.profiles import PROFILES
+from galip_bench.shapes.cache import build_for
 from galip_bench.config.site import load_site
 from galip_bench.grids import launch
 from galip_bench.grids.dryrun import describe_grid
@@ -121,6 +122,8 @@ def run(args) -> int:
         return 0
     check_grid(grid, site, args.allow_download, dry_run=False)  # before anything is written or submitted
     print("\n".join(notes + describe_grid(grid, site, details=False)))
+    for info in build_for([r.config for r in grid.runs], site.paths.cache):  # the shapes evaluators, once, here
+        print(f"shapes {Path(info['path']).name.split('-')[0]}: {info['path']} (sha256 {info['sha256'][:12]})")
     summary = launch.launch(grid, site, force=args.force, allow_download=args.allow_download,
                             wait=not args.no_wait)
     if summary["interrupted"]:

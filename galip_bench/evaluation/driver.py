@@ -120,8 +120,11 @@ class Evaluator:
 
     def _extractor(self, proto, galip):
         if proto.name not in self.extractors:
-            self.extractors[proto.name] = (smoke_extractor(proto, galip) if proto.smoke
-                                           else proto.make_extractor(self.resolver, self.device))
+            if getattr(proto, "build_cached", None):  # an evaluator the project trains and caches (shapes_acc)
+                self.extractors[proto.name] = proto.build_cached(self.cache.folder, self.device)
+            else:
+                self.extractors[proto.name] = (smoke_extractor(proto, galip) if proto.smoke
+                                               else proto.make_extractor(self.resolver, self.device))
             proto.observe_model(galip, self.extractors[proto.name])  # self_referential: the model's own CLIP?
         return self.extractors[proto.name]
 
@@ -228,6 +231,7 @@ class Evaluator:
             print(f"warning: {p.name} failed: {error}", file=sys.stderr)
         return [{**base, "metric": m, "value": None if v is None else float(v), "settings": p.settings_dict(),
                  "time": time.time(), "eval_s": time.time() - t0, **(extra if m == p.name else {}),
+                 **(p.metric_extras().get(m, {}) if not error else {}),
                  **({"error": error} if error else {})} for m, v in values.items()]
 
     def _keep(self, p, kept, acc, step, records) -> list:
@@ -238,16 +242,20 @@ class Evaluator:
         statistic = self.statistics.get(p.name)
         if statistic in ("mmd", "inception_score"):  # the protocol's FeatureBank: all N, merged, in plan order
             kept = acc.state()["features"]
+        elif statistic == "columns":  # per-sample correctness rows (shapes_acc), merged, in plan order
+            kept = p.paired_rows(acc)
         gated = [r for r in records if direction(r["protocol"], r["metric"]) is not None]
         if statistic is None or kept is None or any(r.get("error") for r in records) or \
-                not all(r["value"] is not None and np.isfinite(r["value"]) for r in gated):
-            return records  # a failed or NaN metric: nothing to resample
+                not any(r["value"] is not None and np.isfinite(r["value"]) for r in gated):
+            return records  # a failed or NaN metric: nothing to resample (name_kept skips each NaN metric)
         values = kept.detach().cpu().numpy() if torch.is_tensor(kept) else kept
         samples = paired.Samples(statistic, paired.stored(values, statistic),
                                  batch=p.plan.batch if statistic == "clip_batch_mean" else None)
         reference = self.references.get(p.name)
         if statistic == "frechet":
             samples.ref_mu, samples.ref_sigma = reference["mu"], reference["sigma"]
+        elif statistic == "columns":
+            samples.params = {"metrics": list(p.metrics)}
         elif statistic in ("mmd", "inception_score"):
             samples.params = p.paired_params(reference)
             samples.cross = p.paired_cross() if statistic == "mmd" else None

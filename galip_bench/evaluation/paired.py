@@ -58,11 +58,12 @@ from galip_bench.files import atomic_write, file_sha256
 ALPHA = 0.05
 SEED = 0
 RESAMPLES = {"frechet": 100, "clip_batch_mean": 1000, "clip_score": 1000, "mmd_biased": 100, "mmd_unbiased": 100,
-             "inception_score": 100}
+             "inception_score": 100, "column_mean": 1000}
 FEATURE_DTYPE = np.float16
 # how closely the kept samples must reproduce the recorded value (float16 features move an FID by ~1e-4)
 REPRODUCE = {"frechet": (1e-3, 1e-3), "clip_batch_mean": (1e-9, 1e-12), "clip_score": (1e-9, 1e-9),
-             "mmd_biased": (1e-6, 1e-9), "mmd_unbiased": (1e-6, 1e-9), "inception_score": (1e-9, 1e-9)}
+             "mmd_biased": (1e-6, 1e-9), "mmd_unbiased": (1e-6, 1e-9), "inception_score": (1e-9, 1e-9),
+             "column_mean": (1e-12, 1e-12)}
 MMD_BLOCK_BYTES = 256 * 2 ** 20  # one block of kernel rows (float64) at a time
 # the plan and settings two records must share to be paired (beyond each protocol's gated settings)
 PLAN = ("captions_sha256", "num_samples", "seed")
@@ -93,10 +94,19 @@ def for_metric(kept, metric: str):
     serve `cmmd` (the biased V-statistic, 'mmd_biased') and `cmmd_unbiased` ('mmd_unbiased'); the others serve
     their protocol's one gated metric as they are."""
     statistic = kept.statistic if isinstance(kept, Samples) else kept.get("statistic")
-    if statistic != "mmd":
+    params = (kept.params if isinstance(kept, Samples) else kept.get("params")) or {}
+    if statistic == "mmd":
+        change = {"statistic": "mmd_unbiased" if metric.endswith("_unbiased") else "mmd_biased"}
+    elif statistic == "columns":  # one metric per column (shapes_acc): its mean over the samples it applies to
+        change = {"statistic": "column_mean", "params": {**params, "column": params["metrics"].index(metric)}}
+    else:
         return kept
-    which = "mmd_unbiased" if metric.endswith("_unbiased") else "mmd_biased"
-    return dataclasses.replace(kept, statistic=which) if isinstance(kept, Samples) else {**kept, "statistic": which}
+    return dataclasses.replace(kept, **change) if isinstance(kept, Samples) else {**kept, **change}
+
+
+def statistic_kind(samples) -> str:
+    """The kind of kept data whatever metric it serves: 'columns' for column_mean (NaN there: not applicable)."""
+    return "columns" if samples.statistic in ("columns", "column_mean") else samples.statistic
 
 
 def name_kept(record: dict, field) -> dict:
@@ -238,6 +248,10 @@ def resampled_values(samples: Samples, index_sets, device="cpu") -> np.ndarray:
         return _mmd(samples, list(index_sets), device)
     if samples.statistic == "inception_score":
         return _inception_score(samples, index_sets)
+    if samples.statistic == "column_mean":  # NaN: the metric does not apply to the sample (left out of the mean)
+        col = np.asarray(samples.values, np.float64)[:, samples.params["column"]]
+        with np.errstate(all="ignore"):
+            return np.array([np.nanmean(col[np.asarray(idx)]) for idx in index_sets])
     if samples.statistic not in ("clip_batch_mean", "clip_score"):
         raise ValueError(f"no resampled formula for the statistic {samples.statistic!r} (mmd samples serve a "
                          "metric through for_metric)")
@@ -339,6 +353,8 @@ def stored(values, statistic: str) -> np.ndarray:
     """Per-sample data as it is kept (in memory as on disk, so that a run paired with a file of itself gives 0):
     features float16 (float32 where float16 overflows, past 65,504), cosines float64."""
     values = np.asarray(values)
+    if statistic in ("columns", "column_mean"):  # per-sample correctness (0, 0.5, 1, NaN): as it is
+        return values.astype(np.float64)
     if statistic in ("mmd", "mmd_biased", "mmd_unbiased", "inception_score"):  # float32 only where exact
         low = values.astype(np.float32)
         return low if np.array_equal(low.astype(values.dtype), values) else values.astype(np.float64)
@@ -387,7 +403,7 @@ def load_kept(field, root) -> Samples:
     if field.get("reference"):
         with np.load(Path(root) / field["reference"], allow_pickle=False) as data:
             samples.ref_mu, samples.ref_sigma = data["mu"], data["sigma"]
-    if not np.isfinite(samples.values).all():  # a diverged run: its metric is NaN, nothing to resample
+    if statistic_kind(samples) != "columns" and not np.isfinite(samples.values).all():  # a diverged run
         raise SamplesUnavailable("the kept samples are not finite (the metric is NaN)")
     return samples
 
@@ -442,6 +458,8 @@ def kept_bytes(protocol, n: int) -> int:
     statistic = statistic_of(protocol)
     if statistic is None or not n:
         return 0
+    if statistic == "columns":
+        return 8 * n * len(protocol.metrics)
     if statistic in ("inception_score", "mmd"):  # float32 logits / embeddings (+ float64 cross terms)
         width = (16 if statistic == "inception_score" else 64) if protocol.smoke else protocol.kept_width
         return n * 4 * width + (8 * n if statistic == "mmd" else 0)

@@ -7,6 +7,7 @@ import torch
 
 from galip_bench.errors import UserError
 from galip_bench.evaluation.plans import SamplePlan
+from galip_bench.evaluation.shapes_protocol import FDShapes, ShapesAcc
 from galip_bench.evaluation.spec import HIGHER, LOWER, Protocol
 from galip_bench.metrics import blur
 from galip_bench.metrics import clip_score as cs
@@ -655,3 +656,7 @@ def metric_direction(name: str):
         if name in cls.metrics:
             return cls.metrics[name]
     return None
+
+
+register(ShapesAcc)
+register(FDShapes)

@@ -137,6 +137,10 @@ class Protocol:
                 "options": dict(self.options), "smoke": self.smoke,
                 **({} if self.self_referential is None else {"self_referential": self.self_referential}), **self.ran}
 
+    def metric_extras(self) -> dict:
+        """{metric: fields added to its record} after compute_all (e.g. a per-metric interval); none by default."""
+        return {}
+
     def observe_model(self, model, extractor) -> None:
         """Called by the driver as it builds the extractor for `model`: a CLIP-based protocol's `self_referential`
         becomes whether the extractor runs the model's own CLIP (``metrics.clip_score.same_clip``: the same network,

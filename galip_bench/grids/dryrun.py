@@ -30,7 +30,9 @@ def _data_line(data, train: bool) -> str:
     n, err = _safe(split_size, data, "train" if train else "test")
     count = f"{n:,} images" if n is not None else ("streamed" if err is None else f"size unknown: {err}")
     crop = "bounding-box crop (0.75*max(w,h) around the box), then " if data.kind == "cub" else ""
-    if train:
+    if data.kind == "synthetic":
+        how = "rendered at that size, no crop or flip"
+    elif train:
         how = f"{crop}resize {int(data.size * 76 / 64)}, random crop {data.size}, horizontal flip"
     else:
         how = f"{crop}resize {int(data.size * 76 / 64)}, centre crop {data.size} (reference images)"

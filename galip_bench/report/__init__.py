@@ -215,6 +215,19 @@ def _self_referential(recs, proto) -> list:
     return [SELF_REFERENTIAL_NOTE[bool(seen.pop())], ""] if seen else []
 
 
+def _chance_levels(recs, proto) -> list:
+    """The line under a table whose records carry a chance level (shapes_acc): each metric's, from its latest
+    record (the plan fixes it: the same for every run of a grid)."""
+    if recs is None or recs.empty or "chance" not in recs:
+        return []
+    mine = recs[(recs["protocol"] == proto) & recs["chance"].notna()]
+    if mine.empty:
+        return []
+    levels = mine.sort_values("step").groupby("metric")["chance"].last()
+    text = ", ".join(f"{m} {v:.3f}" for m, v in levels.items())
+    return [f"Chance (a reader answering uniformly at random on the same captions): {text}.", ""]
+
+
 def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
     lines = ["## Results", ""]
     if smoke:
@@ -236,7 +249,7 @@ def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
         lines += [f"### {proto}", "", tables.markdown_table(tables.protocol_frame(table, proto)), ""]
         for ref in _split_references(recs if recs is not None else pd.DataFrame(), proto):
             lines += [SPLIT_REFERENCE_NOTE.format(ref=ref), ""]
-        lines += _self_referential(recs, proto)
+        lines += _self_referential(recs, proto) + _chance_levels(recs, proto)
         notes = table[(table["protocol"] == proto) & (table["notes"] != "")]
         for r in notes.itertuples():
             lines.append(f"- {tables.md_text(r.variant)} / {r.metric}: {tables.md_text(r.notes)}")

@@ -215,9 +215,10 @@ def description(table: pd.DataFrame, baseline: str, resamples=None, seed: int = 
             "difference: sample indices resampled with replacement jointly for both runs (sample i of both came "
             "from the same caption and noise), each run's metric recomputed on the resample (FID-type: the "
             "resampled generated features against the fixed reference statistics; CMMD: the resampled embeddings "
-            "against the fixed reference embeddings; CLIP and Inception Scores: their own formula), "
-            f"{b['frechet']:,} resamples for FID-type metrics, {b['mmd_biased']:,} for CMMD, "
-            f"{b['inception_score']:,} for Inception Scores and {b['clip_batch_mean']:,} for CLIP scores, "
+            "against the fixed reference embeddings; CLIP and Inception Scores: their own formula; shapes_acc: the "
+            f"mean of each image's correctness), {b['frechet']:,} resamples for FID-type metrics, "
+            f"{b['mmd_biased']:,} for CMMD, {b['inception_score']:,} for Inception Scores and "
+            f"{b['clip_batch_mean']:,} for CLIP scores and shapes_acc, "
             f"resample seed {seed}. * the interval excludes 0. The Δ is of the recorded values; the "
             "interval does not include the spread between training seeds (the results tables show it).")
 

@@ -52,7 +52,8 @@ def _initialize(cfg, cache_dir, timeout=None) -> SimpleNamespace:
     _set_tf32(tc.tf32, device)
     seed = tc.seed + cfg.seed
     torch.manual_seed(seed)  # identical initial weights on every rank
-    galip = GALIP(cfg.model, clip=build_clip(cfg.model.clip, taps=cfg.model.d_taps, device=device, seed=seed))
+    galip = GALIP(cfg.model, clip=build_clip(cfg.model.clip, taps=cfg.model.d_taps, device=device, seed=seed,
+                                             cache_dir=cache_dir))
     galip = galip.to(device)
     if tc.channels_last:
         for net in (galip.netG, galip.netD, galip.netC):
@@ -180,8 +181,11 @@ def _train_galip(cfg, run_dir: RunDir, make_evaluator, progress: bool, stop_at, 
     distributed.barrier()
     if main:
         run_dir.truncate_after(step, end=steps, checkpoints=trusted is not None)
+        clip_info = getattr(run.galip.clip, "weights_info", None)  # the shapes CLIP: which one (recipe, checksum)
         run_dir.set_status("running", step=step, steps=steps, world_size=run.world_size, error=None,
-                           resumed_from=resumed_from.name if resumed_from is not None else None)
+                           resumed_from=resumed_from.name if resumed_from is not None else None,
+                           **({"clip_weights": {k: v for k, v in clip_info.items() if k != "path"}}
+                              if clip_info else {}))
     # every process evaluates its share of the plan (evaluation.driver); the main one gets the records
     evaluate = make_evaluator(run.device) if make_evaluator is not None else None
     sheet = SampleSheet(cfg, run.galip, run.device) if main and tc.sample_every else None
