@@ -147,8 +147,7 @@ def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
     verdict = (tmp_path / "regress.json").read_bytes()
     for argv, said in ((["--num", "5000"], "--num 5000 differs from the baseline's num_samples 80"),
                        (["--extractor", "default"], "--extractor default differs from the baseline's extractor tiny"),
-                       (["--synthesis", "fast"], "--synthesis fast differs from the baseline's synthesis faithful"),
-                       (["--seed", "3"], "--seed 3 differs from the baseline's seed 0")):
+                       (["--synthesis", "fast"], "--synthesis fast differs from the baseline's synthesis faithful")):
         assert main(["regress", "--checkpoint", str(b), "--baseline", "base.json", *argv]) == 2, argv
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
@@ -158,6 +157,12 @@ def test_write_baseline_then_gate_a_checkpoint(tmp_path, monkeypatch, capsys):
     # against records too (nothing is evaluated there, and the option would be just as ignored)
     assert main(["regress", "--records", "base.json", "--baseline", "base.json", "--num", "81"]) == 2
     assert "--num 81 differs from the baseline's num_samples 80" in capsys.readouterr().err
+    assert main(["regress", "--records", "base.json", "--baseline", "base.json", "--seed", "3"]) == 2
+    assert "--seed 3 differs from the baseline's seed 0" in capsys.readouterr().err
+    # --seed re-draws the baseline's plan (other captions and noise): evaluated, tested unpaired
+    assert main(["regress", "--checkpoint", str(a), "--baseline", "base.json", "--seed", "3"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "re-drawn: the baseline's plan with --seed 3" in out and "unpaired [" in out
     # another checkpoint differs; whichever way, the verdicts follow the metric directions
     code = main(["regress", "--checkpoint", str(b), "--baseline", "base.json"])
     rows = {r["metric"]: r for r in json.loads((tmp_path / "regress.json").read_text())["rows"]}

@@ -1,7 +1,8 @@
 """The shapes benchmark measures learning: a short `shapes` run (the profile as it is, fewer steps, small evaluator
 builds) reads colours significantly above chance and above the untrained generator on the same plan (paired), and
 `regress` on its checkpoint fails an earlier checkpoint and a copy whose text condition is a fixed embedding, both
-on `shapes_acc` with a significant difference, while the checkpoint against itself passes."""
+on `shapes_acc` with a significant difference, while the checkpoint passes against itself, also re-drawn with
+another evaluation seed (tested unpaired)."""
 import json
 import os
 from types import SimpleNamespace
@@ -76,6 +77,12 @@ def test_regress_fails_an_early_checkpoint_and_a_fixed_text_condition(trained, m
     assert main(["regress", "--checkpoint", last, "--data", "data.yaml", "--write-baseline", "base.json"] + gate) == 0
     capsys.readouterr()
     assert main(["regress", "--checkpoint", last, "--baseline", "base.json"]) == 0  # itself: exactly equal
+    # itself with another evaluation seed (other captions and noise): different numbers, tested unpaired, no failure
+    assert main(["regress", "--checkpoint", last, "--baseline", "base.json", "--seed", "1"]) == 0
+    assert "re-drawn: the baseline's plan with --seed 1" in capsys.readouterr().out
+    rows = json.loads((trained.tmp / "regress.json").read_text())["rows"]
+    assert any(r["delta"] != 0 for r in rows) and all(r["paired"].startswith("unpaired [") for r in rows)
+    assert {r["verdict"] for r in rows} <= {"ok", "improved", "worse, within noise"}
 
     def verdicts():
         return {r["metric"]: r["verdict"] for r in json.loads((trained.tmp / "regress.json").read_text())["rows"]}

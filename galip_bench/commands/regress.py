@@ -75,6 +75,9 @@ def run(args) -> int:
                        records_path=args.records, data_path=args.data, protocols=protocol_list(args.protocols) or None,
                        tolerance_text=args.tolerance, announce=announce)
     rows = result["rows"]
+    if result.get("redrawn_seed") is not None:
+        print(f"re-drawn: the baseline's plan with --seed {result['redrawn_seed']} (other captions and noise): each "
+              "difference is tested with an unpaired bootstrap interval")
     print(regress.format_table(rows))
     print(regress.verdict_line(result["verdict"], rows))
     out = Path(args.out) if args.out else Path(args.baseline).with_name("regress.json")

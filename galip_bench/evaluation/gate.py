@@ -59,7 +59,7 @@ def keep_beside(records, kept: dict, path) -> list:
     return [paired.name_kept(r, fields.get(r["protocol"])) for r in records]
 
 
-def paired_tests(old_records, new_records, old_root, new_samples, device="cpu") -> tuple:
+def paired_tests(old_records, new_records, old_root, new_samples, device="cpu", unpaired: bool = False) -> tuple:
     """({(protocol, metric): paired_difference result}, {(protocol, metric): why there is none}) for the gated
     metrics of the baseline (`old_root`: the folder its kept-sample paths are relative to). `new_samples(record)`
     gives the new side's Samples of a record, or raises paired.SamplesUnavailable. Each side's kept samples must
@@ -70,14 +70,14 @@ def paired_tests(old_records, new_records, old_root, new_samples, device="cpu") 
         if direction(*key) is None or key not in new or not isinstance(rec.get("kept_samples"), dict):
             continue
         try:
-            problem = paired.records_problem(rec, new[key])
+            problem = paired.records_problem(rec, new[key], ignore=regress.REDRAWN if unpaired else ())
             base = paired.load_kept(rec["kept_samples"], old_root) if not problem else None
             mine = new_samples(new[key]) if not problem else None
             problem = problem or paired.samples_problem(base, mine)
             if problem:
                 notes[key] = f"not paired: {problem}"
                 continue
-            test = paired.paired_difference(base, mine, device=device)
+            test = {**paired.paired_difference(base, mine, device=device, paired=not unpaired), "paired": not unpaired}
             paired.check_value(base.statistic, test["base_value"], rec)
             paired.check_value(mine.statistic, test["new_value"], new[key])
         except paired.SamplesUnavailable as err:
@@ -107,16 +107,24 @@ def baseline_eval(base: dict) -> dict:
     return {**defaults, **regress.eval_settings_from_records(base["records"]), **(base.get("eval") or {})}
 
 
-def refuse_other_plan(plan_options: dict, eval_dict: dict, baseline_path) -> None:
+def refuse_other_plan(plan_options: dict, eval_dict: dict, baseline_path, redraw: bool = False) -> None:
     """A UserError naming the first plan option given on the command line whose value differs from the baseline's:
-    a gate evaluates with the baseline's settings, so such an option would be silently ignored.
+    a gate evaluates with the baseline's settings, so such an option would be silently ignored. The seed is the
+    exception where the gate evaluates (`redraw`): `--seed` re-draws the baseline's plan (`redraw_seed`).
     plan_options: {EvalConfig field: (option as typed, value)}."""
     for field, (option, value) in (plan_options or {}).items():
-        if field in eval_dict and value != eval_dict[field]:
+        if not (redraw and field == "seed") and field in eval_dict and value != eval_dict[field]:
             theirs = "none (each protocol's own plan)" if eval_dict[field] is None else eval_dict[field]
             raise UserError(f"{option} {value} differs from the baseline's {field} {theirs} ({baseline_path}): a "
                             f"gate evaluates with the baseline's own settings; drop {option}, or write a new "
                             "baseline with it (--write-baseline)")
+
+
+def redraw_seed(plan_options: dict, eval_dict: dict):
+    """The seed `--seed` asks for when it differs from the baseline's (a re-draw: the same plan, N and settings with
+    other captions and noise, so each difference is tested unpaired), else None."""
+    option = (plan_options or {}).get("seed")
+    return option[1] if option is not None and option[1] != eval_dict.get("seed") else None
 
 
 def gate(baseline_path, site, source: dict, *, checkpoint=None, records_path=None, data_path=None, protocols=None,
@@ -130,7 +138,8 @@ def gate(baseline_path, site, source: dict, *, checkpoint=None, records_path=Non
     base = regress.read_baseline(baseline_path)
     old_records = base["records"]
     regress.compare(old_records, [], tolerances, protocols)  # unknown protocols / tolerances fail before any work
-    refuse_other_plan(plan_options, baseline_eval(base), baseline_path)
+    refuse_other_plan(plan_options, baseline_eval(base), baseline_path, redraw=not records_path)
+    seed = redraw_seed(plan_options, baseline_eval(base)) if not records_path else None
     if records_path:
         new_records = regress.read_baseline(records_path)["records"]
         device = paired.default_device()
@@ -140,6 +149,8 @@ def gate(baseline_path, site, source: dict, *, checkpoint=None, records_path=Non
     else:
         eval_dict = baseline_eval(base)
         eval_dict["protocols"] = [p for p in eval_dict["protocols"] if protocols is None or p in protocols]
+        if seed is not None:
+            eval_dict["seed"] = seed
         source = {**source, "model_config": source.get("model_config") or base.get("model_config"),
                   "overrides": list(source.get("overrides") or base.get("overrides") or [])}
         prepared = prepare_evaluation(checkpoint, _baseline_data(base, baseline_path, data_path),
@@ -151,10 +162,12 @@ def gate(baseline_path, site, source: dict, *, checkpoint=None, records_path=Non
             if record["protocol"] not in kept:
                 raise paired.SamplesUnavailable("samples not kept (new)")
             return paired.for_metric(kept[record["protocol"]], record["metric"])
-    regress.check_settings(old_records, new_records)
-    tests, notes = paired_tests(old_records, new_records, Path(baseline_path).parent, new_samples, device)
+    redrawn = regress.REDRAWN if seed is not None else ()
+    regress.check_settings(old_records, new_records, ignore=redrawn)
+    tests, notes = paired_tests(old_records, new_records, Path(baseline_path).parent, new_samples, device,
+                                unpaired=seed is not None)
     rows, code = regress.compare(old_records, new_records, tolerances, protocols, paired=tests, notes=notes)
     clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]
-    return {"verdict": "regressed" if code else "pass", "exit_code": code,
+    return {"verdict": "regressed" if code else "pass", "exit_code": code, "redrawn_seed": seed,
             "baseline": str(Path(baseline_path).resolve()), "new": str(Path(checkpoint or records_path).resolve()),
             "tolerances": tolerance_text, "time": time.time(), "rows": clean, "new_records": new_records}

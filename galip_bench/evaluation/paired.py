@@ -333,17 +333,18 @@ def samples_problem(base, new) -> str | None:
     return None
 
 
-def records_problem(base: dict, new: dict) -> str | None:
+def records_problem(base: dict, new: dict, ignore=()) -> str | None:
     """None when two records' plans (captions, N, seed), gated protocol settings and datasets agree, so that
-    sample i of both came from the same caption and noise; else the first difference."""
+    sample i of both came from the same caption and noise; else the first difference. `ignore`: settings allowed
+    to differ (a re-drawn evaluation's seed and captions, tested unpaired)."""
     from galip_bench.evaluation.regress import settings_differences
     if base.get("protocol") != new.get("protocol") or base.get("metric") != new.get("metric"):
         return f"{base.get('protocol')}/{base.get('metric')} vs {new.get('protocol')}/{new.get('metric')}"
     so, sn = base.get("settings") or {}, new.get("settings") or {}
     for key in PLAN:
-        if so.get(key) != sn.get(key):
+        if key not in ignore and so.get(key) != sn.get(key):
             return f"{key} {so.get(key)!r} vs {sn.get(key)!r}"
-    diffs = settings_differences(base, new)
+    diffs = settings_differences(base, new, ignore)
     return diffs[0].replace("baseline ", "").replace(" vs new ", " vs ") if diffs else None
 
 

@@ -63,12 +63,18 @@ def index_records(records) -> dict:
     return out
 
 
-def settings_differences(old: dict, new: dict) -> list:
-    """Human-readable differences between two records' gated protocol settings (and datasets)."""
+# what a re-drawn evaluation (`regress --seed`: the baseline's plan with another seed) changes on purpose
+REDRAWN = ("seed", "captions_sha256")
+
+
+def settings_differences(old: dict, new: dict, ignore=()) -> list:
+    """Human-readable differences between two records' gated protocol settings (and datasets), less `ignore`."""
     diffs = []
     so, sn = old.get("settings") or {}, new.get("settings") or {}
     cls = PROTOCOLS.get(old["protocol"])
     for k in (cls.gated if cls is not None else sorted(set(so) | set(sn))):
+        if k in ignore:
+            continue
         before, after = (s.get(k, SETTING_DEFAULTS.get(k)) for s in (so, sn))
         if before != after:
             diffs.append(f"{k}: baseline {before!r} vs new {after!r}")
@@ -77,11 +83,11 @@ def settings_differences(old: dict, new: dict) -> list:
     return diffs
 
 
-def check_settings(old_records, new_records) -> None:
-    """UserError when a metric present in both was measured under different settings."""
+def check_settings(old_records, new_records, ignore=()) -> None:
+    """UserError when a metric present in both was measured under different settings (less `ignore`)."""
     old, new = index_records(old_records), index_records(new_records)
     for key in sorted(set(old) & set(new), key=str):
-        diffs = settings_differences(old[key], new[key])
+        diffs = settings_differences(old[key], new[key], ignore)
         if diffs:
             raise UserError(f"{key[0]}/{key[1]} was measured under different settings than the baseline "
                             f"({'; '.join(diffs)}); re-create the baseline or evaluate with its settings")
@@ -142,8 +148,8 @@ def compare(old_records, new_records, tolerances=None, protocols=None, paired=No
                "better": {-1: "lower", 1: "higher"}.get(sign), "verdict": verdict}
         if test is not None:
             row.update(ci_low=test["ci_low"], ci_high=test["ci_high"], paired_resamples=test["resamples"],
-                       paired=f"[{test['ci_low']:+.4g}, {test['ci_high']:+.4g}]" + (" *" if test["significant"]
-                                                                                   else ""))
+                       paired=("unpaired " if test.get("paired") is False else "")
+                       + f"[{test['ci_low']:+.4g}, {test['ci_high']:+.4g}]" + (" *" if test["significant"] else ""))
         elif (notes or {}).get((proto, metric)):
             row["paired"] = notes[(proto, metric)]
         rows.append(row)
