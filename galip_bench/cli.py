@@ -28,7 +28,8 @@ COMMANDS = {
     "status": ("status", "show the state of each run of a grid"),
     "convert": ("convert", "convert checkpoints between the official GALIP format and ours"),
     "data": ("data", "validate a dataset (data check CONFIG) or write a rehearsal COCO tree (data fake-coco DIR)"),
-    "weights": ("weights", "list the weight files each metric protocol needs and which were found"),
+    "weights": ("weights", "list the weight files each metric protocol needs and which were found; `weights build "
+                           "shapes` trains the shapes benchmark's CLIP and scene reader"),
     "params": ("params", "print trainable/frozen parameter counts of a model config"),
 }
 
