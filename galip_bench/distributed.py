@@ -136,3 +136,11 @@ def gather_rows(tensor: torch.Tensor, dst: int = 0) -> Optional[torch.Tensor]:
     if rank != dst:
         return None
     return torch.cat([chunk[:n] for chunk, n in zip(chunks, rows)]).to(tensor.device)
+
+
+def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of `tensor` over the processes (no gradient flows through it): what CLIP-GEN's VQGAN
+    reduces each last-layer gradient of its adaptive weight with, so that every process weighs the global batch's
+    gradients, as one process on the whole batch does. `tensor` itself with one process."""
+    size = rank_size()[1]
+    return tensor if size == 1 else all_reduce(tensor) / size

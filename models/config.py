@@ -5,6 +5,7 @@ from typing import List, Optional
 D_BACKBONES = ("clip", "scratch")
 PREPROCESS_MODES = ("official", "standard")
 CONDITIONS = ("text", "clip_image")
+CONDITION_NOISE_FORMS = ("additive", "lafite")
 CONDITION_NORMS = ("none", "l2")
 
 
@@ -42,7 +43,10 @@ class GALIPConfig:
     # image's CLIP image embedding in training; the caption's text embedding at evaluation, CLIP's joint space)
     condition: str = "text"
     condition_norm: str = "none"       # none | l2: both embeddings scaled to unit length, the same way
-    condition_noise: float = 0.0       # clip_image: Gaussian perturbation of the training embedding, relative norm
+    condition_noise: float = 0.0       # clip_image: Gaussian perturbation of the training embedding (ours: 0.1)
+    # additive (ours): e + s*|e|*eps/|eps|; lafite: LAFITE's released language-free code (training/loss.py,
+    # aug_level_2 = 0.75): normalise((1 - s)*e/|e| + s*eps/|eps|)
+    condition_noise_form: str = "additive"
 
     def validate(self) -> None:
         if self.d_backbone not in D_BACKBONES:
@@ -55,6 +59,12 @@ class GALIPConfig:
             raise ValueError(f"condition_norm must be one of {CONDITION_NORMS}, got {self.condition_norm!r}")
         if self.condition_noise < 0:
             raise ValueError(f"condition_noise must be at least 0, got {self.condition_noise}")
+        if self.condition_noise_form not in CONDITION_NOISE_FORMS:
+            raise ValueError(f"condition_noise_form must be one of {CONDITION_NOISE_FORMS}, got "
+                             f"{self.condition_noise_form!r}")
+        if self.condition_noise_form == "lafite" and self.condition_noise > 1:
+            raise ValueError(f"condition_noise_form=lafite mixes (1 - s)*e + s*noise: s must be at most 1, got "
+                             f"{self.condition_noise}")
         if self.condition_noise and self.condition != "clip_image":
             raise ValueError("condition_noise perturbs the training image embedding: it needs condition=clip_image")
         if not self.d_taps:

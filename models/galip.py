@@ -92,12 +92,19 @@ class GALIP(nn.Module):
     def image_condition(self, images: torch.Tensor) -> torch.Tensor:
         """The language-free training condition of real images in [-1,1]: their CLIP image embedding (CLIP's own
         preprocessing, the one its joint space with text was trained on, not GALIP's double-mapped input for D),
-        perturbed by Gaussian noise of `condition_noise` times its norm (global RNG), then normalised as text."""
+        perturbed (global RNG) as `condition_noise_form` says, then normalised as text: "additive" adds Gaussian
+        noise of `condition_noise` times its norm; "lafite" mixes the unit embedding with a unit Gaussian direction,
+        (1 - s)*e/|e| + s*eps/|eps|, and renormalises (LAFITE's language-free training)."""
         emb = self.clip.encode_image(images, preprocess="standard")[1].float()
-        if self.cfg.condition_noise:
+        s = self.cfg.condition_noise
+        if s:
             eps = torch.randn_like(emb)
-            emb = emb + self.cfg.condition_noise * emb.norm(dim=-1, keepdim=True) * eps / eps.norm(dim=-1,
-                                                                                                   keepdim=True)
+            eps = eps / eps.norm(dim=-1, keepdim=True)
+            if self.cfg.condition_noise_form == "lafite":
+                emb = (1 - s) * emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12) + s * eps
+                emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            else:
+                emb = emb + s * emb.norm(dim=-1, keepdim=True) * eps
         return self.condition(emb)
 
     def d_input(self, images: torch.Tensor, with_embedding: bool = False):

@@ -1,5 +1,6 @@
 """CLIP-GEN (models/clipgen): the VQGAN's token round trip and training, the prior's loss and sampling, and the
-embedding-reconstruction term's gradient path, all on the tiny presets."""
+embedding-reconstruction term's gradient path, all on the tiny presets. What follows HFAiLab/clip-gen in particular
+(parameter counts, quantizer, loss forms, nucleus, reranking, earlier checkpoints) is in test_clipgen_reference.py."""
 import math
 import time
 
@@ -53,6 +54,10 @@ def test_full_config_is_f16_on_256px_and_tiny_is_4x_on_32px():
     full.validate()
     assert (full.vqgan.img_size, full.vqgan.downsample, full.vqgan.num_tokens) == (256, 16, 256)
     assert (full.prior.vocab_size, full.prior.seq_len, full.prior.clip_dim) == (16384, 256, 512)
+    s = full.sampling  # HFAiLab/clip-gen's train_gpt.py and demo.py
+    assert (s.temperature, s.top_k, s.top_p, s.candidates) == (1.0, 500, 0.95, 1)
+    assert (full.vqgan.codebook, full.vqgan.commitment_weight, full.vqgan.codebook_weight) == ("gradient", 1.0, 0.2)
+    assert (full.prior.emb_rec_form, full.prior.emb_rec_weight) == ("mse_straight_through", 0.0)
     tiny = ClipGenConfig.tiny()
     tiny.validate()
     assert (tiny.vqgan.img_size, tiny.vqgan.downsample, tiny.vqgan.num_tokens, tiny.prior.vocab_size) == (32, 4, 64, 64)
@@ -112,7 +117,7 @@ def test_vqgan_learns_to_reconstruct_and_uses_several_codes():
         opt_d.step()
         assert all(math.isfinite(v.item()) for v in (*g.values(), *d.values()))
     after = l1()
-    assert after < 0.7 * before, (before, after)  # seeds 0-3 reach 0.48-0.60
+    assert after < 0.8 * before, (before, after)  # seeds 0-3 reach 0.59-0.67 of it (EMA codebook: 0.48-0.60)
     used = vq.eval().encode(x)[0].unique().numel()
     assert used > 4, used
 
@@ -240,7 +245,7 @@ def test_embedding_reconstruction_gradient_reaches_the_prior(relaxation):
     torch.manual_seed(0)
     clip = FrozenCLIP.from_open_clip("tiny")
     vq = tiny_vqgan().eval().requires_grad_(False)
-    prior = tiny_prior(relaxation=relaxation)
+    prior = tiny_prior(relaxation=relaxation, emb_rec_form="cos_relaxed", emb_rec_weight=1.0)
     x = shapes(2)
     with torch.no_grad():
         tokens = vq.encode(x)[0]
@@ -308,7 +313,7 @@ def first_step(scale: float = 1.0) -> dict:
         adam = max(float((p.detach() - (b - 1e-3 * g / (g.abs() + 1e-8))).abs().max())
                    for p, b, g in zip(params, before[name], grads))
         out[name] = {"nonzero": nonzero, "adam": adam, "loss": losses[name].item()}
-    with torch.no_grad():  # the D and prior losses again on the same batch (the VQGAN's EMA codebook moves anyway)
+    with torch.no_grad():  # the D and prior losses again on the same batch
         out["disc"]["after"] = float(vqgan_d_loss(disc, x, recon.detach(), 0, cfg.vqgan)["loss"])
         out["prior"]["after"] = float(prior_loss(model.prior, model.vqgan, tokens, emb, cfg.prior)["ce"])
     return out

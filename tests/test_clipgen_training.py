@@ -14,15 +14,17 @@ import torch
 from galip_bench.checkpoints import load_model, read_checkpoint
 from galip_bench.checkpoints.clip import build_clip
 from galip_bench.cli import main
-from galip_bench.config.schema import EvalConfig, PathsConfig, SiteConfig
+from galip_bench.config.schema import ClipGenRunConfig, EvalConfig, PathsConfig, SiteConfig
 from galip_bench.errors import UserError
 from galip_bench.evaluation.driver import Evaluator
 from galip_bench.evaluation.evaluate import evaluate_checkpoint
 from galip_bench.grids.grid import load_grid
 from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train import clipgen
+from galip_bench.train.clipgen_optim import adversarial_start, decayed_parameters, prior_optimizer, prior_schedule
 from galip_bench.train.loop import train_run
-from models.clipgen import ClipGen
+from models.clipgen import ClipGen, PriorConfig
+from models.clipgen.prior import Prior
 
 GRID = Path(__file__).resolve().parent.parent / "ablations" / "clip_gen.yaml"
 STEPS, CKPT_EVERY = 6, 2
@@ -99,6 +101,9 @@ def test_stage_one_trains_every_step_and_resumes_a_kill_with_identical_losses(ru
                                                                                    ["disc", "vqgan"])
     assert (straight.samples_dir / "step_00000006.png").exists()
     assert read_jsonl(straight.metrics) == []  # stage 1 has no text-to-image model to evaluate
+    logs = read_jsonl(straight.train_log)  # the smoke profile's fixed 2.88e-4; 8 steps an epoch: no D update in 6
+    assert [r["lr"] for r in logs] == pytest.approx([2.88e-4] * 6) and {r["d_loss"] for r in logs} == {0.0}
+    assert ckpt["optimizers"]["opt_disc"]["state"] == {} and ckpt["extra"]["processes"] == 1
 
     resumed = run_dir(tmp_path, vq)
     kill_at = kill_and_resume(vq.config, resumed, vq.name)
@@ -150,6 +155,9 @@ def test_prior_trains_from_stage_one_with_the_vqgan_frozen_and_resumes_identical
     assert len(changed) > len(first) // 2, "stage 2 trains the prior"
     reference = losses_by_step(straight, prior.name)
     assert sorted(reference) == list(range(1, STEPS + 1))
+    # the smoke profile: a fixed 3e-4, warm-up 0.25 epochs of 8 steps = 2 steps, then a half cosine to 0 at step 6
+    expected = [3e-4 * s / 2 for s in range(2)] + [3e-4 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 4)) for s in range(2, 6)]
+    assert [r["lr"] for r in read_jsonl(straight.train_log)] == pytest.approx(expected)
     assert (straight.samples_dir / "step_00000006.png").exists()
     assert len((straight.samples_dir / "step_00000006.txt").read_text().splitlines()) == 8  # smoke: 8 captions
 
@@ -177,6 +185,24 @@ def test_the_prior_checkpoint_evaluates_as_it_did_in_training_and_deterministica
     during = {r["metric"]: r["value"] for r in read_jsonl(run_dir(trained, prior).metrics)}
     assert all(r["step"] == STEPS for r in read_jsonl(run_dir(trained, prior).metrics))
     assert during == first, "the final evaluation in training used the same weights, CLIP and noise"
+
+
+def test_the_sampling_of_a_prior_checkpoint_is_an_evaluation_setting_and_nothing_else_is(runs, trained, tmp_path):
+    """`eval --set clipgen.model.sampling.KEY=VALUE` (load_model's overrides) changes how the prior samples, and the
+    records say so (reranking with the metric's own CLIP flagged); any other override of a CLIP-GEN checkpoint is
+    refused in one line."""
+    ckpt = run_dir(trained, runs["clip_gen"]).checkpoints()[-1]
+    loaded = load_model(ckpt, overrides=["clipgen.model.sampling.candidates=3", "clipgen.model.sampling.top_k=5"])
+    sampling = loaded.galip.cfg.sampling
+    assert (sampling.candidates, sampling.top_k, sampling.top_p) == (3, 5, 0.95) and loaded.galip.noise_dim == 3 * 64
+    cfg = copy.deepcopy(runs["clip_gen"].config)
+    cfg.eval.protocols, cfg.eval.num_samples = ["clip_score"], 16
+    record = evaluator(cfg, tmp_path)(loaded.galip, loaded.step)[0]
+    assert record["settings"]["sampling"]["candidates"] == 3 and record["settings"]["reranked_by_metric_clip"]
+    with pytest.raises(UserError, match="takes only its sampling .*, not model.ngf=3"):
+        load_model(ckpt, overrides=["model.ngf=3"])
+    with pytest.raises(UserError, match="candidates must be at least 1"):
+        load_model(ckpt, overrides=["clipgen.model.sampling.candidates=0"])
 
 
 def test_stage_one_checkpoints_are_refused_by_load_eval_and_convert(runs, trained, tmp_path, capsys):
@@ -214,7 +240,117 @@ def test_stage_one_adds_lpips_from_the_vgg16_file_in_the_weights_folder(runs, tm
                                             rel=1e-5)
 
 
-def test_clip_gen_runs_refuse_several_processes(runs, tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="CLIP-GEN runs train on one process for now"):
-        train_run(runs["clip_gen_vqgan"].config, run_dir(tmp_path, runs["clip_gen_vqgan"]), progress=False)
+def test_prior_lr_warms_up_linearly_then_follows_a_half_cosine_to_its_floor():
+    cg = ClipGenRunConfig(prior_warmup_epochs=2.5, prior_min_lr=1e-7)
+    schedule = prior_schedule(cg, global_batch=64, steps_per_epoch=8, total_steps=100)  # warm-up: 20 steps
+    peak, floor = 64 * 5e-4 / 256, 64 * 1e-7  # per image x the global batch
+    for step in (0, 7, 19):
+        assert schedule(step) == pytest.approx(peak * step / 20)
+    for step in (20, 47, 60, 99, 100):
+        cosine = 0.5 * (1 + math.cos(math.pi * (step - 20) / 80))
+        assert schedule(step) == pytest.approx(floor + (peak - floor) * cosine)
+    assert schedule(20) == pytest.approx(peak) and schedule(60) == pytest.approx((peak + floor) / 2)
+    assert schedule(100) == pytest.approx(floor)
+    fixed = ClipGenRunConfig(lr_scaling="fixed", lr_prior=3e-4, prior_schedule="constant")
+    assert {prior_schedule(fixed, 64, 8, 100)(s) for s in (0, 50, 100)} == {3e-4}
+    with pytest.raises(UserError, match="clipgen.prior_warmup_epochs=2.5 counts epochs .*streamed shards.*: "
+                                        "set clipgen.prior_warmup_epochs=0"):
+        prior_schedule(cg, 64, None, 100)
+    no_warmup = ClipGenRunConfig(prior_warmup_epochs=0.0)
+    assert prior_schedule(no_warmup, 64, None, 100)(0) == pytest.approx(peak)  # no epochs needed
+
+
+def test_the_adversarial_start_counts_epochs_of_the_run_or_the_model_steps():
+    assert adversarial_start(ClipGenRunConfig(), steps_per_epoch=8) == 8  # HF: from epoch 1
+    assert adversarial_start(ClipGenRunConfig(adversarial_start_epochs=0.3), 8) == 3  # the first step after 2.4
+    in_steps = ClipGenRunConfig(adversarial_start_epochs=None)
+    assert adversarial_start(in_steps, None) == in_steps.model.vqgan.adversarial_start
+    with pytest.raises(UserError, match="set clipgen.adversarial_start_epochs=null and clipgen.model.vqgan."):
+        adversarial_start(ClipGenRunConfig(), None)
+
+
+def test_prior_weight_decay_reaches_the_weights_of_linear_and_attention_layers_only():
+    prior = Prior(PriorConfig.tiny())
+    names = {id(p): n for n, p in prior.named_parameters()}
+    opt = prior_optimizer(prior, ClipGenRunConfig())
+    decayed, kept = ([names[id(p)] for p in group["params"]] for group in opt.param_groups)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    assert sorted(decayed + kept) == sorted(names.values())
+    assert all(n.endswith(".weight") for n in decayed)
+    assert {"cond.weight", "net.to_logits.weight"} <= set(decayed)
+    assert sum(n.rsplit(".", 2)[-2] in ("to_q", "to_k", "to_v", "to_out") for n in decayed) == 8  # 2 layers x 4
+    assert {"net.token_emb.emb.weight", "net.pos_emb.emb.weight", "cond.bias"} <= set(kept)
+    assert all(n.endswith((".bias", ".gamma", "emb.weight")) for n in kept)  # biases, LayerNorm gains, embeddings
+    # the reference's layers (nn.TransformerEncoderLayer): the attention projections and the Linear weights
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, norm_first=True)
+    chosen = {id(p) for p in decayed_parameters(layer, "linear_weights")}
+    assert sorted(n for n, p in layer.named_parameters() if id(p) in chosen) == [
+        "linear1.weight", "linear2.weight", "self_attn.in_proj_weight", "self_attn.out_proj.weight"]
+    everything = prior_optimizer(prior, ClipGenRunConfig(weight_decay_scope="all")).param_groups
+    assert len(everything) == 1 and len(everything[0]["params"]) == len(names)
+
+
+def test_both_stages_step_in_bf16_on_the_cpu_and_the_discriminator_starts_at_its_epoch(runs, trained, tmp_path):
+    cfg = copy.deepcopy(runs["clip_gen_vqgan"].config)
+    cfg.train.precision, cfg.train.steps, cfg.train.sample_every = "bf16", 3, 0
+    cfg.clipgen.adversarial_start_epochs = 0.25  # 8 steps an epoch: from step 2 (the third)
+    rd = RunDir(tmp_path / "vqgan_bf16")
+    train_run(cfg, rd, progress=False)
+    records = read_jsonl(rd.train_log)
+    assert [r["d_loss"] > 0 for r in records] == [False, False, True]
+    assert all(math.isfinite(v) for r in records for v in r.values())
+
+    prior = copy.deepcopy(runs["clip_gen"].config)
+    prior.train.precision = "bf16"
+    run = clipgen._initialize(prior, None)
+    assert run.amp.dtype == torch.bfloat16
+    before = {k: v.clone() for k, v in run.model.prior.state_dict().items()}
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    terms = clipgen._one_step(prior, run, 1, {"image": images})  # half-way through the smoke profile's warm-up
+    assert terms["lr"] == pytest.approx(3e-4 / 2) and math.isfinite(float(terms["ce"]))
+    after = run.model.prior.state_dict()
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > len(before) // 2
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.precision: fp16", "CLIP-GEN runs train in fp32 or bf16, not train.precision=fp16: fp16 needs loss "
+                              "scaling, which the CLIP-GEN trainer does not do; use bf16"),
+    ("train.grad_accum: 2", "CLIP-GEN runs take no gradient accumulation \\(train.grad_accum=2\\)"),
+    ("clipgen.prior_schedule: linear", "clipgen.prior_schedule must be one of cosine, constant"),
+])
+def test_clip_gen_settings_it_cannot_train_are_refused_in_one_line(tmp_path, setting, message):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: x\nvariants: [{{name: a, overrides: {{system: clipgen, {setting}}}}}]\n")
+    with pytest.raises(UserError, match=message):
+        load_grid(grid)
+
+
+STAGED = """name: staged
+variants:
+  - {name: tok, overrides: {system: clipgen, clipgen.stage: vqgan}}
+  - {name: gen, after: tok, overrides: {system: clipgen, clipgen.stage: prior}}
+"""
+
+
+def test_schedule_settings_reach_the_run_ids_of_the_stages_that_read_them_and_inert_ones_are_refused(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(STAGED)
+    base = {r.name: r.run_id for r in load_grid(grid).runs}
+    for override, changed in (("clipgen.prior_warmup_epochs=5", {"gen"}), ("clipgen.weight_decay_scope=all", {"gen"}),
+                              ("clipgen.adversarial_start_epochs=2", {"tok", "gen"}),  # gen starts from tok
+                              ("clipgen.lr_scaling=fixed", {"tok", "gen"})):
+        runs = load_grid(grid, overrides=[override]).runs
+        assert {r.name for r in runs if r.run_id != base[r.name]} == changed, override
+    for overrides, inert in (
+            (["clipgen.model.vqgan.codebook_decay=0.5"], "clipgen.model.vqgan.codebook_decay=0.5 with "
+                                                         "clipgen.model.vqgan.codebook=gradient"),
+            (["clipgen.model.vqgan.codebook=ema", "clipgen.model.vqgan.codebook_weight=0.5"],
+             "clipgen.model.vqgan.codebook_weight=0.5 with clipgen.model.vqgan.codebook=ema"),
+            (["clipgen.model.vqgan.adversarial_start=5"],
+             "clipgen.model.vqgan.adversarial_start=5 with clipgen.adversarial_start_epochs=1"),
+            (["clipgen.prior_schedule=constant", "clipgen.prior_warmup_epochs=5"],
+             "clipgen.prior_warmup_epochs=5.0 with clipgen.prior_schedule=constant"),
+    ):
+        with pytest.raises(UserError, match=inert):
+            load_grid(grid, overrides=overrides)
+    load_grid(grid, overrides=["clipgen.adversarial_start_epochs=null", "clipgen.model.vqgan.adversarial_start=5"])

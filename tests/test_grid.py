@@ -123,7 +123,7 @@ def test_a_variant_after_another_starts_from_its_run_of_the_same_seed(tmp_path):
         ["gen", "gen"]]
     # another stage 1 is another starting point: the dependent run gets another id
     changed = load_grid(write(tmp_path, STAGED.replace("clipgen.stage: vqgan}", "clipgen.stage: vqgan, "
-                                                       "clipgen.lr_vqgan: 0.001}")))
+                                                       "clipgen.betas_vqgan: [0.5, 0.99]}")))
     new = {(r.name, r.seed): r.run_id for r in changed.runs}
     assert new[("gen", 0)] != ids[("gen", 0)] and new[("tok", 0)] != ids[("tok", 0)]
 
@@ -134,7 +134,7 @@ def test_a_variant_after_another_starts_from_its_run_of_the_same_seed(tmp_path):
      "clipgen.stage=prior starts from a stage-1"),
     ("name: x\nvariants: [{name: a, overrides: {system: dalle}}]\n", "system must be one of"),
     ("name: x\nvariants: [{name: a, overrides: {system: clipgen, train.precision: fp16}}]\n",
-     "CLIP-GEN runs train in fp32 for now"),
+     "CLIP-GEN runs train in fp32 or bf16, not train.precision=fp16: fp16 needs loss scaling"),
     ("name: x\nvariants: [{name: a, overrides: {system: clipgen, data.size: 512}}]\n",
      "data.size=512: the VQGAN takes 256 px images"),
 ])

@@ -15,6 +15,7 @@ from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train import loop
 from galip_bench.train.loop import train_run
 from helpers import tiny_galip
+from models.config import GALIPConfig
 
 SIZE = 32
 
@@ -42,7 +43,6 @@ def language_free_run(tmp_path, data_root, extra=()):
 
 
 def test_config_rejects_unknown_conditions_and_noise_without_clip_image():
-    from models import GALIPConfig
     with pytest.raises(ValueError, match="condition must be one of"):
         GALIPConfig(condition="words").validate()
     with pytest.raises(ValueError, match="needs condition=clip_image"):
@@ -99,6 +99,23 @@ def test_condition_noise_has_the_stated_relative_norm_and_follows_the_seed():
     # (holds only when the condition was built on the standard map; fails when the two maps are equal)
     assert bool(((official - emb).norm(dim=-1) / emb.norm(dim=-1) > 0.05).all())
     assert not torch.allclose((noisy - official).norm(dim=-1) / official.norm(dim=-1), relative, atol=1e-3)
+
+
+def test_lafite_condition_noise_mixes_unit_vectors_and_renormalises():
+    """LAFITE's released language-free code: normalise((1 - 0.75) * e/|e| + 0.75 * n/|n|), n ~ N(0, I)."""
+    galip = tiny_galip(seed=1, condition="clip_image", condition_noise=0.75, condition_noise_form="lafite")
+    images = torch.rand(6, 3, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        emb = galip.clip.encode_image(images, preprocess="standard")[1].float()
+        torch.manual_seed(7)
+        noisy = galip.image_condition(images)
+    torch.manual_seed(7)
+    n = torch.randn(emb.shape)
+    mixed = 0.25 * emb / emb.norm(dim=-1, keepdim=True) + 0.75 * n / n.norm(dim=-1, keepdim=True)
+    assert torch.allclose(noisy, mixed / mixed.norm(dim=-1, keepdim=True), atol=1e-6)
+    assert torch.allclose(noisy.norm(dim=-1), torch.ones(6), atol=1e-6)  # unit length whatever condition_norm
+    with pytest.raises(ValueError, match="at most 1"):
+        GALIPConfig(condition="clip_image", condition_noise=1.5, condition_noise_form="lafite").validate()
 
 
 def test_evaluation_and_sampling_use_the_text_embedding_normalised_as_in_training():

@@ -111,7 +111,7 @@ def test_every_such_setting_is_listed_in_one_error(tmp_path):
 
 def test_defaults_and_profiles_are_no_error(tmp_path):
     # a value equal to the schema default was not set by the user
-    _load(tmp_path, ["model.ndf=64", "data.num_train=2000", "eval.reference=auto", "clipgen.lr_prior=3e-4"])
+    _load(tmp_path, ["model.ndf=64", "data.num_train=2000", "eval.reference=auto", "clipgen.lr_prior=1.953125e-06"])
     # the smoke profile's own values (ndf, tiny clipgen model, ...) are its defaults; it drops a grid's data source
     # when it moves the data to synthetic, and a source the command line gives is refused
     # (test_grid.py loads the other shipped grids under the smoke profile)

@@ -14,7 +14,7 @@ from galip_bench.config.io import merge_onto, to_object
 from galip_bench.errors import UserError
 from galip_bench.files import atomic_torch_save
 from models import CLIPConfig, GALIPConfig
-from models.clipgen.config import ClipGenConfig
+from models.clipgen.config import EARLIER_DEFAULTS, ClipGenConfig
 from models.galip import NETS, CheckpointMismatch, ClipWeightsMismatch, check_state_dict
 
 FORMAT = "galip-bench"
@@ -97,9 +97,12 @@ def read_checkpoint(path) -> tuple:
 
 
 def config_of(ckpt: dict, source: str = "checkpoint"):
-    """The model config of our checkpoint: a GALIPConfig, or a ClipGenConfig for a CLIP-GEN one."""
-    schema = ClipGenConfig if system_of(ckpt) == "clipgen" else GALIPConfig
-    return to_object(merge_onto(schema, ckpt["model_config"], source=source), source)
+    """The model config of our checkpoint: a GALIPConfig, or a ClipGenConfig for a CLIP-GEN one. A CLIP-GEN config
+    stored before the HFAiLab/clip-gen alignment lacks the settings it added: those take the values that rebuild
+    the model it was written with (EARLIER_DEFAULTS), not today's defaults; every stored value is kept."""
+    if system_of(ckpt) == "clipgen":
+        return to_object(merge_onto(ClipGenConfig, EARLIER_DEFAULTS, ckpt["model_config"], source=source), source)
+    return to_object(merge_onto(GALIPConfig, ckpt["model_config"], source=source), source)
 
 
 def clip_config_of(ckpt: dict, source: str = "checkpoint") -> CLIPConfig:

@@ -1,6 +1,6 @@
 """The one model loader every command uses: a galip-bench checkpoint (GALIP or CLIP-GEN), an official GALIP
 checkpoint, or a random init of a model config, with its CLIP."""
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +9,7 @@ from torch import nn
 from galip_bench.checkpoints.clip import build_clip
 from galip_bench.checkpoints.format import (clip_config_of, config_of, load_nets, load_official_nets,
                                             read_checkpoint, system_of)
+from galip_bench.config.io import dotlist, merge_onto, to_object
 from galip_bench.config.model import model_config as read_model_config
 from galip_bench.errors import UserError
 from galip_bench.files import file_sha256
@@ -39,8 +40,32 @@ class LoadedModel:
         return {"checkpoint": self.path, "checkpoint_sha256": self.sha256, "checkpoint_format": self.kind}
 
 
-def _clipgen_model(ckpt: dict, source: str, clip_weights, device):
-    """The ClipGen of a prior-stage CLIP-GEN checkpoint, with the CLIP it was trained with."""
+SAMPLING_PREFIX = "clipgen.model.sampling."
+
+
+def _with_sampling(cfg, overrides, source: str):
+    """`cfg` (a ClipGenConfig) with `--set clipgen.model.sampling.KEY=VALUE` overrides: how the prior samples is an
+    evaluation setting (the records carry it); everything else a CLIP-GEN checkpoint fixes."""
+    other = [o for o in overrides if not o.startswith(SAMPLING_PREFIX)]
+    if other:
+        raise UserError(f"{source} is a CLIP-GEN checkpoint: it carries its model, and --set takes only its sampling "
+                        f"(e.g. --set {SAMPLING_PREFIX}candidates=64), not {other[0]}")
+    if not overrides:
+        return cfg
+    from models.clipgen import SamplingConfig
+    conf = merge_onto(SamplingConfig, asdict(cfg.sampling), dotlist([o[len(SAMPLING_PREFIX):] for o in overrides]),
+                      source="--set")
+    cfg.sampling = to_object(conf, "--set")
+    try:
+        cfg.sampling.validate()
+    except ValueError as err:
+        raise UserError(f"--set: {err}") from None
+    return cfg
+
+
+def _clipgen_model(ckpt: dict, source: str, clip_weights, device, overrides=()):
+    """The ClipGen of a prior-stage CLIP-GEN checkpoint, with the CLIP it was trained with (and the sampling
+    `overrides` give)."""
     if ckpt.get("stage") != "prior":
         raise UserError(f"{source} is a CLIP-GEN stage-1 (vqgan) checkpoint: it has no text-to-image model; "
                         "evaluate the prior stage's checkpoint")
@@ -50,7 +75,7 @@ def _clipgen_model(ckpt: dict, source: str, clip_weights, device):
         clip_cfg.pretrained = str(clip_weights)
     clip = build_clip(clip_cfg, taps=CLIPGEN_CLIP_TAPS, device=device, seed=ckpt.get("clip_seed", 0))
     try:
-        model = ClipGen(config_of(ckpt, source), clip=clip)
+        model = ClipGen(_with_sampling(config_of(ckpt, source), overrides, source), clip=clip)
     except ValueError as err:
         raise UserError(f"{source}: {err}") from None
     load_nets(model, ckpt, source)
@@ -69,7 +94,7 @@ def load_model(checkpoint=None, *, model_config=None, overrides=(), clip_weights
     official checkpoint's CLIP-ViT copy must equal the CLIP weights loaded here unless `allow_clip_mismatch`."""
     kind, ckpt = read_checkpoint(checkpoint) if checkpoint is not None else ("config", None)
     if kind == "ours" and system_of(ckpt) == "clipgen":
-        model = _clipgen_model(ckpt, str(checkpoint), clip_weights, device)
+        model = _clipgen_model(ckpt, str(checkpoint), clip_weights, device, overrides)
     else:
         cfg = config_of(ckpt, str(checkpoint)) if kind == "ours" else read_model_config(model_config, overrides)
         if clip_weights:

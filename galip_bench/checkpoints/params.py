@@ -35,6 +35,26 @@ def parameter_table(cfg, switches: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def clipgen_parameter_table(cfg) -> pd.DataFrame:
+    """CLIP-GEN's parameter counts (a ClipGenConfig) beside HFAiLab/clip-gen's, built on the meta device (the
+    336 M-parameter prior takes no memory); the frozen CLIP (ViT-B/32 by default) is not counted."""
+    import torch
+
+    from models.clipgen import HF_PARAMETERS, ClipGen, parameter_counts
+    with torch.device("meta"):
+        counts = parameter_counts(ClipGen(cfg))
+    vq = counts["vqgan"]
+    rows = [("VQGAN without codebook", vq["with_codebook"] - vq["codebook"],
+             HF_PARAMETERS["vqgan"] - HF_PARAMETERS["codebook"]),
+            ("VQGAN codebook", vq["codebook"], HF_PARAMETERS["codebook"]),
+            ("VQGAN incl. codebook", vq["with_codebook"], HF_PARAMETERS["vqgan"]),
+            ("discriminator", counts["disc"]["trainable"], HF_PARAMETERS["disc"]),
+            ("prior", counts["prior"]["trainable"], HF_PARAMETERS["prior"])]
+    table = pd.DataFrame(rows, columns=["net", "ours", "HFAiLab/clip-gen"]).set_index("net")
+    table["difference"] = table["ours"] - table["HFAiLab/clip-gen"]
+    return table
+
+
 def checkpoint_bytes(cfg) -> int:
     """The size of one of our GALIP checkpoints of model config `cfg`: netG, netD and netC (the frozen CLIP is not
     stored) and Adam's two moments of every trainable parameter, in fp32. Counted on the meta device: no memory,

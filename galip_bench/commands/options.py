@@ -61,7 +61,8 @@ def add_model_source_arguments(p):
     p.add_argument("--model-config", help="YAML `model:` section describing an official checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="model override for an official checkpoint's config (with --model-config), e.g. --set "
-                        "model.ngf=32 (repeatable); a galip-bench checkpoint carries its own config")
+                        "model.ngf=32 (repeatable); a galip-bench checkpoint carries its own config, but a CLIP-GEN "
+                        "one takes its sampling, e.g. --set clipgen.model.sampling.candidates=64")
     p.add_argument("--clip-weights",
                    help="OpenAI CLIP ViT-B/32 weights (overrides the checkpoint's model.clip.pretrained)")
     p.add_argument("--allow-clip-mismatch", action="store_true",

@@ -3,7 +3,8 @@ exactly one of steps or epochs, every numeric field is in range, the device is o
 grid run and evaluation (settings given that the chosen model, data or evaluation does not read are refused by
 `grids.applicable`)."""
 from galip_bench.config.recipe import NOISE_MODES, inline_placement, resolve_parallelism
-from galip_bench.config.schema import CLIPGEN_STAGES, SYSTEMS, RunConfig
+from galip_bench.config.schema import (CLIPGEN_DECAY_SCOPES, CLIPGEN_LR_SCALINGS, CLIPGEN_PRECISIONS,
+                                       CLIPGEN_PRIOR_SCHEDULES, CLIPGEN_STAGES, SYSTEMS, RunConfig)
 from galip_bench.devices import parse_device
 from galip_bench.errors import UserError
 
@@ -93,21 +94,41 @@ def resolve_system(cfg: RunConfig) -> int:
         raise UserError(f"clipgen.perceptual must be lpips or none, got {cg.perceptual!r}")
     if cg.stage == "vqgan":
         cfg.eval.protocols = []
-    for name in ("lr_vqgan", "lr_prior"):
-        if getattr(cg, name) <= 0:
-            raise UserError(f"clipgen.{name} must be positive, got {getattr(cg, name)}")
+    _check_clipgen_training(cfg)
     size = cg.model.vqgan.img_size
-    if cfg.train.precision != "fp32":
-        raise UserError(f"CLIP-GEN runs train in fp32 for now (train.precision={cfg.train.precision})")
-    if cfg.train.grad_accum != 1:
-        raise UserError(f"CLIP-GEN runs take no gradient accumulation for now (train.grad_accum={cfg.train.grad_accum})")
-    if cfg.train.processes != 1:
-        raise UserError(f"CLIP-GEN runs train on one process for now (train.processes={cfg.train.processes}; on "
-                        "SLURM give the grid `slurm: {gpus_per_node: 1, nodes: 1}`)")
     if cfg.data.size is not None and cfg.data.size != size:
         raise UserError(f"data.size={cfg.data.size}: the VQGAN takes {size} px images (clipgen.model.vqgan.img_size); "
                         f"set data.size={size} or leave it unset")
     return size
+
+
+def _check_clipgen_training(cfg: RunConfig) -> None:
+    """CLIP-GEN's optimiser, schedule and precision settings. Epoch-based settings on streamed data (no split size)
+    are refused where the run starts (`train.clipgen_optim`)."""
+    cg, tc = cfg.clipgen, cfg.train
+    choices = (("lr_scaling", CLIPGEN_LR_SCALINGS), ("prior_schedule", CLIPGEN_PRIOR_SCHEDULES),
+               ("weight_decay_scope", CLIPGEN_DECAY_SCOPES))
+    for name, allowed in choices:
+        if getattr(cg, name) not in allowed:
+            raise UserError(f"clipgen.{name} must be one of {', '.join(allowed)}, got {getattr(cg, name)!r}")
+    for name in ("lr_vqgan", "lr_prior"):
+        if getattr(cg, name) <= 0:
+            raise UserError(f"clipgen.{name} must be positive, got {getattr(cg, name)}")
+    for name in ("prior_warmup_epochs", "prior_min_lr", "weight_decay_prior", "adversarial_start_epochs"):
+        if getattr(cg, name) is not None and getattr(cg, name) < 0:
+            raise UserError(f"clipgen.{name} must be at least 0, got {getattr(cg, name)}")
+    if cg.prior_min_lr > cg.lr_prior:
+        raise UserError(f"clipgen.prior_min_lr={cg.prior_min_lr} is above clipgen.lr_prior={cg.lr_prior}: the cosine "
+                        "decays from lr_prior to prior_min_lr (both in the same units)")
+    if tc.precision not in CLIPGEN_PRECISIONS:
+        why = ": fp16 needs loss scaling, which the CLIP-GEN trainer does not do; use bf16" if tc.precision == "fp16" \
+            else ""
+        raise UserError(f"CLIP-GEN runs train in {' or '.join(CLIPGEN_PRECISIONS)}, not train.precision="
+                        f"{tc.precision}{why}")
+    if tc.grad_accum != 1:
+        raise UserError(f"CLIP-GEN runs take no gradient accumulation (train.grad_accum={tc.grad_accum}): the "
+                        "discriminator's BatchNorm normalises over the processes' batches, not micro-batches; make "
+                        "the global batch with processes (train.processes, or the SLURM gpus_per_node x nodes)")
 
 
 def resolve_data_size(data, img_size: int, section: str = "data", canvas: bool = True):

@@ -90,21 +90,39 @@ class EvalConfig:
 
 
 CLIPGEN_STAGES = ("vqgan", "prior")
+CLIPGEN_LR_SCALINGS = ("per_image", "fixed")
+CLIPGEN_PRIOR_SCHEDULES = ("cosine", "constant")
+CLIPGEN_DECAY_SCOPES = ("linear_weights", "all")
+CLIPGEN_PRECISIONS = ("fp32", "bf16")
 SYSTEMS = ("galip", "clipgen")
 
 
 @dataclass
 class ClipGenRunConfig:
-    """The CLIP-GEN baseline (`system: clipgen`): its model and each stage's optimiser. It uses `model.clip` (the
-    frozen CLIP), `data`, `train` (length, batch, logging, checkpoints) and `eval` as GALIP runs do."""
+    """The CLIP-GEN baseline (`system: clipgen`): its model and each stage's optimiser and schedule. It uses
+    `model.clip` (the frozen CLIP), `data`, `train` (length, batch, processes, precision, logging, checkpoints) and
+    `eval` as GALIP runs do. "HF" below: the HFAiLab clip-gen reimplementation (train_vqgan.py, train_gpt.py,
+    utils.py)."""
     stage: str = "vqgan"                # vqgan (stage 1: the image tokenizer) | prior (stage 2: from a vqgan run)
     model: ClipGenConfig = field(default_factory=ClipGenConfig)
     perceptual: str = "lpips"           # lpips: the VQGAN's LPIPS-VGG term (weights `vgg16` read locally) | none
-    lr_vqgan: float = 2.88e-4           # VQGAN and its discriminator: taming's 4.5e-6 x batch 64
-    betas_vqgan: List[float] = field(default_factory=lambda: [0.5, 0.9])   # taming
-    lr_prior: float = 3e-4
-    betas_prior: List[float] = field(default_factory=lambda: [0.9, 0.95])  # GPT-style
-    weight_decay_prior: float = 0.01
+    lr_scaling: str = "per_image"       # per_image: lr_vqgan, lr_prior (and prior_min_lr) are rates per image, times
+                                        # train.global_batch (HF: base_lr x total batch) | fixed: used as they are
+    lr_vqgan: float = 4.5e-6            # VQGAN and its discriminator, constant (HF and taming: 4.5e-6 per image)
+    betas_vqgan: List[float] = field(default_factory=lambda: [0.5, 0.9])   # HF and taming: Adam (0.5, 0.9)
+    adversarial_start_epochs: Optional[float] = 1.0  # the adversarial term and the discriminator's updates start after
+                                        # this many epochs (HF: disc_start_epochs = 1, no D update in epoch 0);
+                                        # None: clipgen.model.vqgan.adversarial_start, in steps
+    lr_prior: float = 5e-4 / 256        # = 1.953125e-06 per image (HF train_gpt.py: base_lr = 5e-4 / 256)
+    betas_prior: List[float] = field(default_factory=lambda: [0.9, 0.95])  # HF (GPT-style AdamW)
+    prior_schedule: str = "cosine"      # cosine: linear warm-up, then a half cosine to prior_min_lr at the run's last
+                                        # step (HF: CosineLRWarmUp) | constant: lr_prior throughout
+    prior_warmup_epochs: float = 20.0   # HF: warmup_epochs = 20 (of 200 epochs), lr x epoch / 20, epoch fractional
+    prior_min_lr: float = 0.0           # the cosine's floor, in lr_prior's units (HF: min_lr = 0)
+    weight_decay_prior: float = 0.01    # HF configure_optimizer: 0.01
+    weight_decay_scope: str = "linear_weights"  # linear_weights: the weights of Linear and attention modules only
+                                        # (HF configure_optimizer: no decay for biases, norms, embeddings, position
+                                        # embeddings) | all: every prior parameter (this bench's earlier behaviour)
 
 
 @dataclass

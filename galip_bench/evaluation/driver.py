@@ -125,7 +125,8 @@ class Evaluator:
             else:
                 self.extractors[proto.name] = (smoke_extractor(proto, galip) if proto.smoke
                                                else proto.make_extractor(self.resolver, self.device))
-            proto.observe_model(galip, self.extractors[proto.name])  # self_referential: the model's own CLIP?
+        # on every evaluation (an evaluator may see several models): self_referential, the model's sampling
+        proto.observe_model(galip, self.extractors[proto.name])
         return self.extractors[proto.name]
 
     def _reference(self, proto, extractor):
@@ -314,6 +315,7 @@ class Evaluator:
         records = []
         tokens = tokenize(SPEED_CAPTIONS).to(self.device)
         for p in self.speed:
+            p.observe_model(galip, None)  # a sampling model's sampling (CLIP-GEN: candidates multiply the time)
             report = (lambda b, r: print(f"speed: batch {b}: {r['median_s'] * 1000:.1f} ms, {r['img_s']:.1f} img/s",
                                          file=sys.stderr, flush=True)) if self.progress else None
             with Synthesizer(galip, self.cfg.synthesis) as synth:

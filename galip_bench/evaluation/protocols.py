@@ -612,14 +612,14 @@ class Speed(Protocol):
     matches = "synthesis latency/throughput of text encoder + generator (warm-up, synchronised timing, median)"
     extractor = "n/a"
     default_options = (("batch_sizes", None), ("repeats", None), ("warmup", 3))
-    gated = ("options", "synthesis")
+    gated = ("options", "synthesis", "sampling")
     # batch sizes and repeats when not given: GPU-sized on a GPU, CPU-sized (minutes, not hours) on a CPU
     DEVICE_DEFAULTS = {"cuda": {"batch_sizes": (1, 8, 32, 64, 128, 256), "repeats": 10},
                        "cpu": {"batch_sizes": (1, 4, 16), "repeats": 5}}
 
     def settings_dict(self) -> dict:
         return {"protocol": self.name, "matches": self.matches, "seed": self.plan.seed,
-                "synthesis": self.synthesis, "options": dict(self.options)}
+                "synthesis": self.synthesis, "options": dict(self.options), **self._sampling_settings()}
 
     def measure(self, encode_text, generator, tokens, noise_dim, device="cpu", report=None) -> dict:
         """Time text encoding + generation; `report(batch, result)` is called as each batch size completes."""

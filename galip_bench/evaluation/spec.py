@@ -15,6 +15,8 @@ N, captions digest and reference are the ones that were executed.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from galip_bench.errors import UserError
@@ -30,7 +32,8 @@ TINY_CLIP = "the model's own CLIP (smoke profile; numbers not comparable to anyt
 # apply (report); the plan's drawn captions and N are part of both
 PLAN_KEYS = ("plan", "passes", "plan_num_samples", "plan_batch", "plan_ranks", "plan_subset")
 GATED = PLAN_KEYS + ("seed", "num_samples", "captions_sha256", "synthesis", "prepare", "resize", "extractor",
-                     "weights", "precision", "reference", "reference_sha256", "options", "self_referential")
+                     "weights", "precision", "reference", "reference_sha256", "options", "self_referential",
+                     "sampling")
 COMPARABLE = PLAN_KEYS + ("synthesis", "prepare", "resize", "extractor", "weights", "precision", "reference",
                           "options", "self_referential")
 # what records written before a setting existed ran: one sampler process, and the test split in its own order (the
@@ -70,6 +73,9 @@ class Protocol:
     # that the number partly grades the model by its own training signal; the driver decides it from the model
     # (`observe_model`); None: no CLIP, the record has no such key
     self_referential: bool | None = None
+    # how a sampling model (CLIP-GEN) drew its images: its clipgen.model.sampling (temperature, top_k, top_p,
+    # candidates reranked by its own CLIP), decided from the model (`observe_model`); None: GALIP (one forward pass)
+    sampling: dict | None = None
 
     def __init__(self, plan: SamplePlan | None = None, options=None, smoke: bool = False,
                  synthesis: str = "faithful"):
@@ -135,7 +141,19 @@ class Protocol:
                 "extractor": self.extractor, "weights": self.weights, "precision": self.precision,
                 "reference": self.reference, "reference_sha256": self.reference_sha256,
                 "options": dict(self.options), "smoke": self.smoke,
-                **({} if self.self_referential is None else {"self_referential": self.self_referential}), **self.ran}
+                **({} if self.self_referential is None else {"self_referential": self.self_referential}),
+                **self._sampling_settings(), **self.ran}
+
+    def _sampling_settings(self) -> dict:
+        """{"sampling": ..., and for a CLIP-based metric "reranked_by_metric_clip"}: true where the generator kept,
+        of several candidates per caption, the one its own CLIP scored highest and this metric's CLIP is that CLIP
+        (the score is then inflated by the selection)."""
+        if self.sampling is None:
+            return {}
+        out = {"sampling": dict(self.sampling)}
+        if self.self_referential is not None:
+            out["reranked_by_metric_clip"] = bool(self.self_referential and self.sampling.get("candidates", 1) > 1)
+        return out
 
     def metric_extras(self) -> dict:
         """{metric: fields added to its record} after compute_all (e.g. a per-metric interval); none by default."""
@@ -145,7 +163,11 @@ class Protocol:
         """Called by the driver as it builds the extractor for `model`: a CLIP-based protocol's `self_referential`
         becomes whether the extractor runs the model's own CLIP (``metrics.clip_score.same_clip``: the same network,
         or the same weights; a stand-in that runs no CLIP is not); a model with no `clip` attribute keeps the class's
-        value (the CLIP GALIP trains with)."""
+        value (the CLIP GALIP trains with). A model that samples (CLIP-GEN: `cfg.sampling`) has its sampling
+        settings recorded."""
+        sampling = getattr(getattr(model, "cfg", None), "sampling", None)
+        self.sampling = None if sampling is None else {**dataclasses.asdict(sampling),
+                                                        "rerank_clip": "the generator's own CLIP"}
         if self.self_referential is None or not hasattr(model, "clip"):
             return
         from galip_bench.metrics.clip_score import same_clip

@@ -36,6 +36,7 @@ def _inert_pairs(conf):
         if sel("clipgen.stage") == "vqgan" and sel("clipgen.perceptual") == "none":
             yield ("clipgen.model.vqgan.perceptual_weight", "clipgen.perceptual", "clipgen.perceptual=none",
                    "there is no perceptual term to weigh")
+        yield from _clipgen_pairs(sel)
     if sel("model.clip.model") == "tiny":
         yield ("model.clip.pretrained", "model.clip.model", "model.clip.model=tiny",
                "the tiny CLIP is random-init and reads no weights")
@@ -45,6 +46,39 @@ def _inert_pairs(conf):
         if sel(section) is not None:
             yield from _data_pairs(section, sel(f"{section}.kind"))
     yield from _eval_pairs(conf, sel)
+
+
+def _clipgen_pairs(sel):
+    """CLIP-GEN settings made inert by another CLIP-GEN setting (whichever stage: both read the clipgen section)."""
+    vq = "clipgen.model.vqgan"
+    codebook = sel(f"{vq}.codebook")
+    if codebook == "gradient":
+        for key in ("codebook_decay", "dead_code_threshold", "rotation_trick"):
+            yield (f"{vq}.{key}", f"{vq}.codebook", f"{vq}.codebook=gradient",
+                   "a setting of the EMA codebook (codebook=ema)")
+    elif codebook == "ema":
+        yield (f"{vq}.codebook_weight", f"{vq}.codebook", f"{vq}.codebook=ema",
+               "the EMA codebook is not learned by gradient: it has no codebook term to weigh")
+    if sel("clipgen.adversarial_start_epochs") is not None:
+        yield (f"{vq}.adversarial_start", "clipgen.adversarial_start_epochs",
+               f"clipgen.adversarial_start_epochs={sel('clipgen.adversarial_start_epochs')}",
+               "the start is counted in epochs: set clipgen.adversarial_start_epochs=null to count it in steps")
+    if sel("clipgen.prior_schedule") == "constant":
+        for key in ("prior_warmup_epochs", "prior_min_lr"):
+            yield (f"clipgen.{key}", "clipgen.prior_schedule", "clipgen.prior_schedule=constant",
+                   "the constant schedule has no warm-up and no cosine floor")
+    if sel("clipgen.weight_decay_prior") == 0:
+        yield ("clipgen.weight_decay_scope", "clipgen.weight_decay_prior", "clipgen.weight_decay_prior=0",
+               "no parameter is decayed")
+    prior = "clipgen.model.prior"
+    if not sel(f"{prior}.emb_rec_weight"):
+        for key in ("emb_rec_form", "relaxation", "relax_temperature"):
+            yield (f"{prior}.{key}", f"{prior}.emb_rec_weight", f"{prior}.emb_rec_weight=0",
+                   "the embedding-reconstruction term is not computed")
+    elif sel(f"{prior}.emb_rec_form") != "cos_relaxed":
+        for key in ("relaxation", "relax_temperature"):
+            yield (f"{prior}.{key}", f"{prior}.emb_rec_form", f"{prior}.emb_rec_form={sel(f'{prior}.emb_rec_form')}",
+                   "the straight-through form relaxes nothing (cos_relaxed reads it)")
 
 
 def _galip_model_pairs(sel):
@@ -66,9 +100,13 @@ def _galip_model_pairs(sel):
             yield (f"model.{key}", "model.bridge", "model.bridge=false",
                    "the bridge predictor's M_Blocks are removed")
     if sel("model.condition") == "text":
-        yield ("model.condition_noise", "model.condition", "model.condition=text",
-               "it perturbs the language-free training's image embedding")
+        for key in ("condition_noise", "condition_noise_form"):
+            yield (f"model.{key}", "model.condition", "model.condition=text",
+                   "it perturbs the language-free training's image embedding")
     else:
+        if not sel("model.condition_noise"):
+            yield ("model.condition_noise_form", "model.condition_noise", "model.condition_noise=0",
+                   "there is no noise to form")
         yield ("data.embedding_cache", "model.condition", f"model.condition={sel('model.condition')}",
                "language-free training reads no caption")
 

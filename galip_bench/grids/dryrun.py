@@ -14,8 +14,9 @@ from galip_bench.evaluation.paired import kept_line
 from galip_bench.evaluation.planning import preview
 from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench.train.amp import RESET_SCALE, SCALER_MIN
+from galip_bench.train.clipgen_optim import adversarial_start
 from galip_bench.train.length import describe as describe_length
-from galip_bench.train.length import total_steps
+from galip_bench.train.length import steps_per_epoch, total_steps
 
 
 def _safe(fn, *args):
@@ -39,17 +40,42 @@ def _data_line(data, train: bool) -> str:
     return f"{data.kind} at {where}, {data.size} px ({how}); {count}"
 
 
-def _clipgen_lines(cfg) -> list:
-    cg = cfg.clipgen
-    vq, prior = cg.model.vqgan, cg.model.prior
-    tokens = f"{vq.latent_size}x{vq.latent_size} tokens of a {vq.codebook_size:,}-code book"
+def _clipgen_lr(cg, rate: float, tc) -> str:
+    if cg.lr_scaling == "per_image":
+        return f"lr {rate:g} x global batch {tc.global_batch} = {rate * tc.global_batch:g}"
+    return f"lr {rate:g}"
+
+
+def _clipgen_lines(cfg, n_train, world) -> list:
+    """What a CLIP-GEN stage trains: the model, its optimiser and schedule, and (the prior) how it samples."""
+    cg, tc = cfg.clipgen, cfg.train
+    vq, prior, sampling = cg.model.vqgan, cg.model.prior, cg.model.sampling
+    tokens = f"{vq.latent_size}x{vq.latent_size} tokens of a {vq.codebook_size:,}-code book ({vq.codebook} codebook)"
+    per_epoch = steps_per_epoch(n_train, tc.batch_size, world) if n_train else None
     if cg.stage == "vqgan":
-        return [f"CLIP-GEN stage 1 (VQGAN): {vq.img_size} px, {vq.downsample}x down -> {tokens}; Adam lr "
-                f"{cg.lr_vqgan:g} betas {tuple(cg.betas_vqgan)}; adversarial weight {vq.adversarial_weight:g} from "
-                f"step {vq.adversarial_start:,}"]
+        if cg.adversarial_start_epochs is not None:
+            at = f"{adversarial_start(cg, per_epoch):,}" if per_epoch else "?"
+            start = f"epoch {cg.adversarial_start_epochs:g} (step {at})"
+        else:
+            start = f"step {vq.adversarial_start:,}"
+        attn = ", ".join(str(r) for r in vq.attn_resolutions) or "none"
+        return [f"CLIP-GEN stage 1 (VQGAN): {vq.img_size} px, {vq.downsample}x down -> {tokens}; attention at "
+                f"{attn} px{' + quant convs' if vq.quant_convs else ''}; Adam {_clipgen_lr(cg, cg.lr_vqgan, tc)}, "
+                f"betas {tuple(cg.betas_vqgan)}, constant; discriminator and adversarial weight "
+                f"{vq.adversarial_weight:g} from {start}"]
+    warm = cg.prior_warmup_epochs
+    schedule = (f"linear warm-up {warm:g} epochs then cosine to {cg.prior_min_lr:g}" if cg.prior_schedule == "cosine"
+                else "constant")
+    k = sampling.top_k if sampling.top_k is not None else "off"
+    p = sampling.top_p if sampling.top_p is not None else "off"
+    rerank = (f"{sampling.candidates} candidates per caption reranked by the generator's own CLIP"
+              if sampling.candidates > 1 else "1 candidate per caption (no reranking)")
     return [f"CLIP-GEN stage 2 (prior): starts after run {cfg.after} (its VQGAN, frozen: {tokens}); "
             f"{prior.depth} layers x {prior.dim} wide, {prior.conditioning} conditioning on the CLIP image embedding; "
-            f"AdamW lr {cg.lr_prior:g}; embedding-reconstruction weight {prior.emb_rec_weight:g}"]
+            f"AdamW {_clipgen_lr(cg, cg.lr_prior, tc)}, {schedule}, weight decay {cg.weight_decay_prior:g} "
+            f"({cg.weight_decay_scope}); embedding-reconstruction {prior.emb_rec_form} weight "
+            f"{prior.emb_rec_weight:g}",
+            f"sampling: temperature {sampling.temperature:g}, top-k {k}, top-p {p}, {rerank}"]
 
 
 def _batch_line(tc) -> str:
@@ -66,7 +92,7 @@ def describe_run(run, site, grid) -> list:
                  "fp16": f"fp16 autocast + GradScaler (growth_interval 2000, reset to {RESET_SCALE:g} under "
                          f"{SCALER_MIN:g})"}.get(tc.precision, tc.precision)
     if cfg.system == "clipgen":
-        lines = [f"data: {_data_line(cfg.data, True)}; no caption read"] + _clipgen_lines(cfg) + [
+        lines = [f"data: {_data_line(cfg.data, True)}; no caption read"] + _clipgen_lines(cfg, n_train, world) + [
             f"train: {describe_length(tc, n_train, world)}; {_batch_line(tc)}; {precision}; seed {tc.seed + cfg.seed}"]
     else:
         language_free = "; language-free (CLIP image embeddings, no caption read)" \

@@ -71,7 +71,8 @@ EXECUTION_ONLY = ("data.num_workers", "eval.data.num_workers", "train.keep_best"
 # they stay out of the id, so a run made by an earlier version keeps its folder (and resumes) under a later one
 ADDED_LATER = {"data.decode": "pil", "eval.data.decode": "pil", "train.channels_last": False,
                "eval.synthesis": "faithful", "model.condition": "text", "model.condition_norm": "none",
-               "model.condition_noise": 0.0, "after": None, "train.processes": 1, "train.noise": "per_rank",
+               "model.condition_noise": 0.0, "model.condition_noise_form": "additive", "after": None,
+               "train.processes": 1, "train.noise": "per_rank",
                "train.tf32": False, "train.recipe_change": None, "eval.official_ranks": 1}
 
 
@@ -82,13 +83,14 @@ def _clipgen_id_settings(conf) -> None:
     conf.model = {"clip": conf.model.clip}
     cg = conf.clipgen
     if cg.stage == "vqgan":
-        for key in ("lr_prior", "betas_prior", "weight_decay_prior"):
+        for key in ("lr_prior", "betas_prior", "weight_decay_prior", "prior_schedule", "prior_warmup_epochs",
+                    "prior_min_lr", "weight_decay_scope"):
             cg.pop(key, None)
         for key in ("prior", "sampling"):
             cg.model.pop(key, None)
         conf.pop("eval", None)
     else:
-        for key in ("lr_vqgan", "betas_vqgan", "perceptual"):
+        for key in ("lr_vqgan", "betas_vqgan", "perceptual", "adversarial_start_epochs"):
             cg.pop(key, None)
 
 
@@ -117,7 +119,8 @@ def run_id_of(conf) -> str:
 
 # the ids galip-bench 29b718f..ffc5502 gave GALIP runs: every setting but data.num_workers hashed, before the
 # settings of `system`, `after`, `clipgen` and `model.condition*` existed (`launch` adopts such a folder)
-_NEW_SINCE_FFC5502 = ("system", "after", "clipgen", "model.condition", "model.condition_norm", "model.condition_noise")
+_NEW_SINCE_FFC5502 = ("system", "after", "clipgen", "model.condition", "model.condition_norm", "model.condition_noise",
+                      "model.condition_noise_form")
 _NEW_SINCE_4B45FBB = ("train.processes", "train.noise", "train.tf32", "train.recipe_change", "eval.official_ranks")
 
 

@@ -215,6 +215,36 @@ def _self_referential(recs, proto) -> list:
     return [SELF_REFERENTIAL_NOTE[bool(seen.pop())], ""] if seen else []
 
 
+def _sampling_text(sampling: dict) -> str:
+    k, p, c = sampling.get("top_k"), sampling.get("top_p"), sampling.get("candidates", 1)
+    rerank = (f"{c} candidates per caption, the one {sampling.get('rerank_clip', 'its CLIP')} scores highest kept"
+              if c > 1 else "1 candidate per caption (no reranking)")
+    return (f"temperature {sampling.get('temperature', 1.0):g}, top-k {k if k is not None else 'off'}, top-p "
+            f"{p if p is not None else 'off'}, {rerank}")
+
+
+def _sampling_notes(recs, proto) -> list:
+    """Lines under a table whose rows include a sampling model (CLIP-GEN): how each variant sampled, and a flag
+    where its reranking CLIP is the metric's (the selection inflates that CLIP's score)."""
+    if recs is None or recs.empty or "settings" not in recs:
+        return []
+    mine = recs[recs["protocol"] == proto]
+    seen, flagged = {}, set()
+    for variant, settings in zip(mine["variant"], mine["settings"]):
+        if isinstance(settings, dict) and isinstance(settings.get("sampling"), dict):
+            seen.setdefault(_sampling_text(settings["sampling"]), set()).add(variant)
+            if settings.get("reranked_by_metric_clip"):
+                flagged.add(variant)
+    lines = [f"Sampling of {', '.join(f'`{v}`' for v in sorted(variants))}: {text}."
+             for text, variants in seen.items()]
+    if flagged:
+        lines.append(f"**Reranked by this metric's CLIP** ({', '.join(f'`{v}`' for v in sorted(flagged))}: "
+                     "`reranked_by_metric_clip: true`): of several candidates per caption the generator kept the one "
+                     "this CLIP scores highest, so its number is inflated by the selection and does not compare with "
+                     "a single-sample number.")
+    return lines + [""] if lines else []
+
+
 def _chance_levels(recs, proto) -> list:
     """The line under a table whose records carry a chance level (shapes_acc): each metric's, from its latest
     record (the plan fixes it: the same for every run of a grid)."""
@@ -249,7 +279,7 @@ def _results_section(table, grid, refs, smoke: bool = False, recs=None) -> list:
         lines += [f"### {proto}", "", tables.markdown_table(tables.protocol_frame(table, proto)), ""]
         for ref in _split_references(recs if recs is not None else pd.DataFrame(), proto):
             lines += [SPLIT_REFERENCE_NOTE.format(ref=ref), ""]
-        lines += _self_referential(recs, proto) + _chance_levels(recs, proto)
+        lines += _self_referential(recs, proto) + _sampling_notes(recs, proto) + _chance_levels(recs, proto)
         notes = table[(table["protocol"] == proto) & (table["notes"] != "")]
         for r in notes.itertuples():
             lines.append(f"- {tables.md_text(r.variant)} / {r.metric}: {tables.md_text(r.notes)}")

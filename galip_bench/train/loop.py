@@ -2,7 +2,6 @@
 the step loop with its hooks (log, samples, evaluation, checkpoint). Checkpoints are atomic (keep the last K);
 resume restores nets, optimisers, scaler and step, and the data position and every random draw follow from
 (seed, rank, step) (`train.batches`), so a checkpoint needs no RNG state."""
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -22,7 +21,7 @@ from galip_bench.train.batches import Batches, seed_step
 from galip_bench.train.length import total_steps
 from galip_bench.train.hooks import Hooks, step_loop
 from galip_bench.train.loader import StepLoader
-from galip_bench.train.resume import latest_valid_checkpoint, loader_workers
+from galip_bench.train.resume import check_layout, latest_valid_checkpoint, loader_workers
 from galip_bench.train.samples import SampleSheet
 from galip_bench.train.step import make_optimizers, train_step
 from models import GALIP
@@ -80,28 +79,13 @@ def _resume(run, run_dir: RunDir) -> tuple:
     path, ckpt = latest_valid_checkpoint(run_dir, remove_partial=run.main)
     if ckpt is None:
         return 0, None
-    _check_layout(run, ckpt, path)
+    check_layout(run, ckpt, path)
     load_nets(run.galip, ckpt, str(path))
     run.opt_d.load_state_dict(ckpt["optimizers"]["opt_d"])
     run.opt_g.load_state_dict(ckpt["optimizers"]["opt_g"])
     if run.amp is not None and ckpt.get("scaler"):
         run.amp.load_state_dict(ckpt["scaler"])
     return ckpt["step"], path
-
-
-def _check_layout(run, ckpt: dict, path) -> None:
-    """A checkpoint resumes only the layout that wrote it: processes x micro-batches (the ranks its data and noise
-    followed) and the global batch. Checkpoints written before these were recorded name their world size only, and
-    ran without micro-batches (grad_accum then split the batch)."""
-    extra, tc = ckpt.get("extra") or {}, run.cfg.train
-    written = (extra.get("processes", extra.get("world_size", 1)), extra.get("grad_accum", 1),
-               extra.get("global_batch"))
-    wanted = (tc.processes, tc.grad_accum, tc.global_batch)
-    if written[:2] != wanted[:2] or written[2] not in (None, wanted[2]):
-        raise UserError(f"{path} was written by a run of {written[0]} process(es) x {written[1]} micro-batch(es)"
-                        f"{f' (global batch {written[2]})' if written[2] else ''}; this run is {wanted[0]} x "
-                        f"{wanted[1]} (global batch {wanted[2]}): its data, noise and steps would not continue that "
-                        f"run. Move {Path(path).parent.parent} aside to start this one afresh")
 
 
 SHARED_NOISE = -1  # the seed key of train.noise=official's draw, shared by every (virtual) rank
@@ -159,7 +143,7 @@ def train_run(cfg, run_dir: RunDir, make_evaluator=None, progress: bool = True, 
         if cfg.system == "clipgen":
             from galip_bench.train.clipgen import train_clipgen_run
             return train_clipgen_run(cfg, run_dir, make_evaluator, progress=progress, stop_at=stop_at,
-                                     cache_dir=cache_dir, weights_dir=weights_dir)
+                                     cache_dir=cache_dir, weights_dir=weights_dir, timeout=timeout)
         return _train_galip(cfg, run_dir, make_evaluator, progress, stop_at, cache_dir, timeout)
 
 

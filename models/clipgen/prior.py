@@ -1,18 +1,24 @@
-"""CLIP-GEN stage 2: an autoregressive transformer (x-transformers Decoder) over VQGAN tokens, conditioned on a CLIP
-embedding (the image's while training, the caption's at inference)."""
+"""CLIP-GEN stage 2: an autoregressive transformer over VQGAN tokens, conditioned on a CLIP embedding (the image's
+while training, the caption's at inference). HFAiLab/clip-gen's is a GPT-2-medium with the projected embedding as
+its first position; ours is an x-transformers Decoder of the same depth, width and heads with the same prefix
+conditioning (a few parameters fewer: see models.clipgen.model.HF_PARAMETERS)."""
+import warnings
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from x_transformers import Decoder, TransformerWrapper
+
+with warnings.catch_warnings():  # x-transformers scripts a helper at import: deprecated in torch 2.14, not ours
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from x_transformers import Decoder, TransformerWrapper
 
 from models.clipgen.config import PriorConfig
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
-    """logits [B,K] with all but the top_k largest, and all outside the smallest set whose probability reaches top_p
-    (the most likely token always stays), set to -inf."""
+    """logits [B,K] with all but the top_k largest (a top_k above K keeps all), and all outside the smallest set
+    whose probability reaches top_p (the most likely token always stays), set to -inf."""
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -25,6 +31,19 @@ def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Opti
         drop = (before >= top_p).scatter(-1, order, before >= top_p)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def draw(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+         generator: Optional[torch.Generator] = None, uniforms: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One token [B,1] per row of logits [B,K] from softmax(filter_logits(logits / temperature)): drawn with
+    `generator`, or by inverting the distribution's CDF at `uniforms` [B] in [0, 1]."""
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
+    if uniforms is None:
+        return torch.multinomial(probs, 1, generator=generator)
+    cdf = probs.double().cumsum(dim=-1)
+    u = uniforms[:, None].to(cdf) * cdf[:, -1:]
+    last_kept = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1, keepdim=True)
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), last_kept)  # u = 1 (Phi of a huge noise) stays in
 
 
 class Prior(nn.Module):
@@ -85,14 +104,8 @@ class Prior(nn.Module):
             cache = None
             for _ in range(self.cfg.seq_len):
                 logits, cache = self._run(tokens, cond, cache)
-                logits = filter_logits(logits[:, -1].float() / temperature, top_k, top_p)
-                probs = logits.softmax(dim=-1)
-                if uniforms is None:
-                    nxt = torch.multinomial(probs, 1, generator=generator)
-                else:
-                    cdf = probs.double().cumsum(dim=-1)
-                    u = uniforms[:, tokens.shape[1], None].to(cdf) * cdf[:, -1:]
-                    nxt = torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1)
+                u = uniforms[:, tokens.shape[1]] if uniforms is not None else None
+                nxt = draw(logits[:, -1], temperature, top_k, top_p, generator, u)
                 tokens = torch.cat([tokens, nxt], dim=1)
             return tokens
         finally:

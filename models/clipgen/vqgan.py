@@ -1,4 +1,7 @@
-"""CLIP-GEN stage 1: a VQGAN (conv encoder, EMA codebook, conv decoder) and its PatchGAN discriminator."""
+"""CLIP-GEN stage 1: a VQGAN (conv encoder, codebook, conv decoder) and its PatchGAN discriminator, as
+HFAiLab/clip-gen's models/codec.py, quantizer.py and discriminator.py. The options that rebuild our earlier VQGAN
+(no attention outside the mid block, no quant convs, symmetric downsampling padding, the EMA codebook) keep its
+parameter names, so its checkpoints still load."""
 from typing import List
 
 import torch
@@ -7,22 +10,37 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from models.clipgen.config import VQGANConfig
+from models.clipgen.quantizer import GradientQuantizer
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, groups: int):
+    def __init__(self, c_in: int, c_out: int, groups: int, dropout: float = 0.0):
         super().__init__()
+        # the second SiLU and the dropout share one slot: the convs keep the names they had before dropout existed
         self.body = nn.Sequential(
             nn.GroupNorm(groups, c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
-            nn.GroupNorm(groups, c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1))
+            nn.GroupNorm(groups, c_out), nn.Sequential(nn.SiLU(), nn.Dropout(dropout)),
+            nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x):
         return self.skip(x) + self.body(x)
 
 
+class Downsample(nn.Conv2d):
+    """A 3x3 stride-2 conv. "asymmetric" pads the right and bottom by one zero (taming, HF), "symmetric" every side."""
+
+    def __init__(self, c: int, padding: str):
+        super().__init__(c, c, 3, stride=2, padding=0 if padding == "asymmetric" else 1)
+        self.asymmetric = padding == "asymmetric"
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (0, 1, 0, 1)) if self.asymmetric else x)
+
+
 class AttnBlock(nn.Module):
-    """Single-head self-attention over the spatial positions, residual."""
+    """Single-head self-attention over the spatial positions, residual. HF uses nn.MultiheadAttention; the fused
+    q/k/v 1x1 conv and the output 1x1 conv here have as many parameters."""
 
     def __init__(self, c: int, groups: int):
         super().__init__()
@@ -38,26 +56,40 @@ class AttnBlock(nn.Module):
 
 
 def _mid(c: int, cfg: VQGANConfig) -> List[nn.Module]:
-    return [ResBlock(c, c, cfg.norm_groups)] + \
-        ([AttnBlock(c, cfg.norm_groups), ResBlock(c, c, cfg.norm_groups)] if cfg.mid_attention else [])
+    layers: List[nn.Module] = [ResBlock(c, c, cfg.norm_groups, cfg.dropout)]
+    if cfg.mid_attention:
+        layers += [AttnBlock(c, cfg.norm_groups), ResBlock(c, c, cfg.norm_groups, cfg.dropout)]
+    return layers
+
+
+def _level(c: int, width: int, blocks: int, attend: bool, cfg: VQGANConfig) -> List[nn.Module]:
+    """`blocks` res blocks from c to width channels, each followed by attention when `attend`."""
+    layers: List[nn.Module] = []
+    for i in range(blocks):
+        layers.append(ResBlock(c if i == 0 else width, width, cfg.norm_groups, cfg.dropout))
+        if attend:
+            layers.append(AttnBlock(width, cfg.norm_groups))
+    return layers
 
 
 class Encoder(nn.Module):
-    """images [B,3,H,W] -> latents [B,code_dim,H/f,W/f]; each level but the last ends in a stride-2 conv."""
+    """images [B,3,H,W] -> latents [B,code_dim,H/f,W/f]; each level but the last ends in a stride-2 conv. With
+    quant_convs a 1x1 conv ends it (HF counts that conv in its encoder)."""
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         widths = [cfg.base_width * m for m in cfg.width_mults]
         layers: List[nn.Module] = [nn.Conv2d(cfg.in_channels, cfg.base_width, 3, padding=1)]
         c = cfg.base_width
-        for level, width in enumerate(widths):
-            for _ in range(cfg.num_res_blocks):
-                layers.append(ResBlock(c, width, cfg.norm_groups))
-                c = width
+        for level, (width, size) in enumerate(zip(widths, cfg.level_sizes)):
+            layers += _level(c, width, cfg.num_res_blocks, size in cfg.attn_resolutions, cfg)
+            c = width
             if level < len(widths) - 1:
-                layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                layers.append(Downsample(c, cfg.downsample_padding))
         layers += _mid(c, cfg)
         layers += [nn.GroupNorm(cfg.norm_groups, c), nn.SiLU(), nn.Conv2d(c, cfg.code_dim, 3, padding=1)]
+        if cfg.quant_convs:
+            layers.append(nn.Conv2d(cfg.code_dim, cfg.code_dim, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -65,17 +97,18 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """latents [B,code_dim,h,w] -> images [B,3,h*f,w*f] (unbounded; trained towards [-1,1])."""
+    """latents [B,code_dim,h,w] -> images [B,3,h*f,w*f] (unbounded; trained towards [-1,1]). With quant_convs a 1x1
+    conv starts it (HF counts that conv in its decoder)."""
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         widths = [cfg.base_width * m for m in cfg.width_mults][::-1]
         c = widths[0]
-        layers: List[nn.Module] = [nn.Conv2d(cfg.code_dim, c, 3, padding=1)] + _mid(c, cfg)
-        for level, width in enumerate(widths):
-            for _ in range(cfg.num_res_blocks + 1):
-                layers.append(ResBlock(c, width, cfg.norm_groups))
-                c = width
+        layers: List[nn.Module] = [nn.Conv2d(cfg.code_dim, cfg.code_dim, 1)] if cfg.quant_convs else []
+        layers += [nn.Conv2d(cfg.code_dim, c, 3, padding=1)] + _mid(c, cfg)
+        for level, (width, size) in enumerate(zip(widths, cfg.level_sizes[::-1])):
+            layers += _level(c, width, cfg.num_res_blocks + 1, size in cfg.attn_resolutions, cfg)
+            c = width
             if level < len(widths) - 1:
                 layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)]
         layers += [nn.GroupNorm(cfg.norm_groups, c), nn.SiLU()]
@@ -92,9 +125,10 @@ class Decoder(nn.Module):
 
 
 class VQGAN(nn.Module):
-    """Encoder -> VectorQuantize (EMA codebook with dead-code re-seeding, where taming's VQGAN learns its codebook by
-    gradient) -> Decoder. Tokens are row-major [B, h*w].
-    In training mode the quantizer updates its codebook on every encode; use eval() to tokenize a fixed dataset."""
+    """Encoder -> quantizer -> Decoder. Tokens are row-major [B, h*w]. The quantizer is HF's codebook learned by
+    gradient ("gradient", models.clipgen.quantizer) or vector-quantize-pytorch's EMA codebook with dead-code
+    re-seeding ("ema"); in training mode the EMA one updates its codebook on every encode, so use eval() to
+    tokenize a fixed dataset with it."""
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
@@ -102,20 +136,25 @@ class VQGAN(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.quantizer = VectorQuantize(
-            dim=cfg.code_dim, codebook_size=cfg.codebook_size, decay=cfg.codebook_decay,
-            commitment_weight=cfg.commitment_weight, threshold_ema_dead_code=cfg.dead_code_threshold,
-            rotation_trick=cfg.rotation_trick, accept_image_fmap=True)
+        if cfg.codebook == "gradient":
+            self.quantizer = GradientQuantizer(cfg.codebook_size, cfg.code_dim, cfg.commitment_weight,
+                                               cfg.codebook_weight)
+        else:
+            self.quantizer = VectorQuantize(
+                dim=cfg.code_dim, codebook_size=cfg.codebook_size, decay=cfg.codebook_decay,
+                commitment_weight=cfg.commitment_weight, threshold_ema_dead_code=cfg.dead_code_threshold,
+                rotation_trick=cfg.rotation_trick, accept_image_fmap=True)
 
     @property
     def codebook(self) -> torch.Tensor:
-        """[K, code_dim] code vectors (an EMA buffer: no gradient reaches it)."""
+        """[K, code_dim] code vectors: a Parameter ("gradient") or an EMA buffer that no gradient reaches ("ema")."""
         return self.quantizer.codebook
 
     def encode(self, images: torch.Tensor):
-        """images [B,3,H,W] in [-1,1] -> (indices [B, h*w], quantized [B,code_dim,h,w], commitment loss 0-d)."""
-        quantized, indices, commit = self.quantizer(self.encoder(images))
-        return indices.flatten(1), quantized, commit
+        """images [B,3,H,W] in [-1,1] -> (indices [B, h*w], quantized [B,code_dim,h,w], quantizer loss 0-d: the
+        encoder (commitment) term, plus the codebook term for "gradient"; the EMA one gives 0 in eval mode)."""
+        quantized, indices, loss = self.quantizer(self.encoder(images))
+        return indices.flatten(1), quantized, loss
 
     def _decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, h*w, code_dim] -> images."""
@@ -134,14 +173,14 @@ class VQGAN(nn.Module):
         return self._decode_codes(probs @ self.codebook.to(probs.dtype))
 
     def forward(self, images: torch.Tensor):
-        """-> (reconstruction [B,3,H,W], indices [B, h*w], commitment loss)."""
-        indices, quantized, commit = self.encode(images)
-        return self.decoder(quantized), indices, commit
+        """-> (reconstruction [B,3,H,W], indices [B, h*w], quantizer loss)."""
+        indices, quantized, loss = self.encode(images)
+        return self.decoder(quantized), indices, loss
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN (pix2pix): 4x4 convs, stride 2 for the first `disc_layers`, widths doubling up to 8x; one logit per
-    patch [B,1,h',w']."""
+    """PatchGAN (pix2pix, as HF's Discriminator): 4x4 convs, stride 2 for the first `disc_layers`, widths doubling
+    up to 8x; one logit per patch [B,1,h',w']."""
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
