@@ -128,6 +128,17 @@ def test_a_variant_after_another_starts_from_its_run_of_the_same_seed(tmp_path):
     assert new[("gen", 0)] != ids[("gen", 0)] and new[("tok", 0)] != ids[("tok", 0)]
 
 
+def test_a_prior_whose_vqgan_differs_from_its_stage_one_is_refused_when_the_grid_loads(tmp_path):
+    """Not days later, when stage 1 has finished and the prior reads its checkpoint."""
+    staged = STAGED.replace("profile: smoke\n", "")  # (the smoke profile replaces clipgen.model altogether)
+    text = staged.replace("clipgen.stage: vqgan}", "clipgen.stage: vqgan, clipgen.model.vqgan.adversarial_weight: 0.5}")
+    with pytest.raises(UserError, match=r"variant 'gen'.*differs from the run it starts after in adversarial_weight "
+                                        r"\(0.8 vs 0.5\).*grid's base"):
+        load_grid(write(tmp_path, text))
+    based = staged.replace("seeds:", "base: {clipgen: {model: {vqgan: {adversarial_weight: 0.5}}}}\nseeds:")
+    assert {r.config.clipgen.model.vqgan.adversarial_weight for r in load_grid(write(tmp_path, based)).runs} == {0.5}
+
+
 @pytest.mark.parametrize("text, message", [
     ("name: x\nvariants: [{name: a, after: b}, {name: b}]\n", "runs after 'b', which is not a variant listed before"),
     ("name: x\nvariants: [{name: a, overrides: {system: clipgen, clipgen.stage: prior}}]\n",

@@ -3,7 +3,7 @@ one resolved RunConfig per run. Run ids hash the resolved config, so the same ru
 import hashlib
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List
 
@@ -140,6 +140,19 @@ def legacy_run_id_of(conf):
     return hashlib.sha256(OmegaConf.to_yaml(conf, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def _check_same_vqgan(config, before, source: str) -> None:
+    """A CLIP-GEN prior run trains on the VQGAN of the run it starts after, and refuses (when that run has finished,
+    possibly days later) a stage-1 checkpoint whose clipgen.model.vqgan differs from its own: say so now."""
+    if config.system != "clipgen" or before.system != "clipgen":
+        return
+    mine, theirs = asdict(config.clipgen.model.vqgan), asdict(before.clipgen.model.vqgan)
+    differ = [k for k in mine if mine[k] != theirs.get(k)]
+    if differ:
+        raise UserError(f"{source}: its clipgen.model.vqgan differs from the run it starts after in "
+                        f"{', '.join(f'{k} ({mine[k]} vs {theirs.get(k)})' for k in differ)}: the prior needs the "
+                        "VQGAN its stage-1 run trains; give VQGAN settings in the grid's base (both stages read them)")
+
+
 def _variants(raw: dict, path: Path) -> list:
     if "variants" in raw and not raw["variants"]:
         raise UserError(f"{path}: `variants` is empty: list at least one, or leave the key out for a single run")
@@ -232,7 +245,7 @@ def load_grid(path, profile: str = None, overrides=None, placement=None, schedul
     cli = dotlist(overrides)
     if OmegaConf.select(cli, "train.recipe_change") is not None:
         raise UserError("train.recipe_change is written by `run --allow-recipe-change`, not set by hand")
-    runs, seen, ids = [], {}, {}
+    runs, seen, ids, configs = [], {}, {}, {}
     for (vname, vover, after), (index, point) in itertools.product(_variants(raw, path),
                                                                    enumerate(_grid_points(raw, path))):
         run_name = ",".join([vname] + [f"{k}={_label(v)}" for k, v in point.items()])
@@ -257,12 +270,15 @@ def load_grid(path, profile: str = None, overrides=None, placement=None, schedul
                 raise UserError(f"{source}: {err}") from None
             if recipe and not profile:
                 _check_recipe(config, OmegaConf.to_container(declared.train), source, allow_recipe_change)
+            if after:
+                _check_same_vqgan(config, configs[(after, index, int(seed))], source)
             conf = OmegaConf.structured(config)  # what follows from other settings (data sizes) is written out
             rid = run_id_of(conf)
             if rid in seen:
                 raise UserError(f"{path}: runs '{seen[rid]}' and '{run_name}' (seed {seed}) resolve to the same config")
             seen[rid] = run_name
             ids[(vname, index, int(seed))] = rid
+            configs[(vname, index, int(seed))] = config
             runs.append(Run(rid, run_name, int(seed), config, conf))
     if not runs:
         raise UserError(f"{path}: the grid expands to no runs")
