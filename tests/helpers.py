@@ -1,5 +1,9 @@
-"""Small shared builders for tests: a tiny random-init GALIP that runs in well under a second on a CPU."""
+"""Small shared builders for tests: a tiny random-init GALIP that runs in well under a second on a CPU, and
+processes for the gloo tests."""
+import socket
+
 import torch
+import torch.multiprocessing as mp
 
 from models import GALIP, CLIPConfig, GALIPConfig
 from models.clip import FrozenCLIP
@@ -14,3 +18,15 @@ def tiny_config(preprocess: str = "official", **switches) -> GALIPConfig:
 def tiny_galip(seed: int = 0, preprocess: str = "official", clip: FrozenCLIP = None, **switches) -> GALIP:
     torch.manual_seed(seed)
     return GALIP(tiny_config(preprocess, **switches), clip=clip)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(worker, *args, nprocs: int = 2) -> None:
+    """worker(rank, nprocs, port, *args) in `nprocs` processes, forked rather than spawned: a spawned process spends
+    seconds importing torch and galip-bench again (each worker sets one torch thread first)."""
+    mp.start_processes(worker, args=(nprocs, free_port(), *args), nprocs=nprocs, join=True, start_method="fork")

@@ -4,10 +4,9 @@ gradients included), and a 2-process run of each stage killed mid-run resumes wi
 one."""
 import os
 import shutil
-import socket
 
 import torch
-import torch.multiprocessing as mp
+from helpers import run_processes
 
 from galip_bench import distributed
 from galip_bench.grids.grid import load_grid
@@ -30,18 +29,6 @@ ONE_STEP = DATA + ["clipgen.lr_scaling=fixed", "clipgen.lr_vqgan=1e-3", "clipgen
 RUN = DATA + ["train.steps=6", "train.batch_size=4", "train.ckpt_every=2", "train.log_every=1",
               "clipgen.prior_warmup_epochs=0.5"]
 PER_PROCESS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def two_processes(worker, *args) -> None:
-    """worker(rank, 2, port, *args) in 2 processes. Forked, not spawned: a spawned process spends most of this
-    file's time importing torch and galip-bench again; each worker sets one torch thread first."""
-    mp.start_processes(worker, args=(2, free_port(), *args), nprocs=2, join=True, start_method="fork")
 
 
 def set_env(rank, world_size, port):
@@ -105,7 +92,7 @@ def test_one_step_of_two_processes_equals_one_process_on_their_images(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID)
     out = tmp_path / "states.pt"
-    two_processes(one_step_worker, str(grid), str(out))
+    run_processes(one_step_worker, str(grid), str(out))
     two = torch.load(out)
     runs = runs_of(grid, ONE_STEP + [f"train.batch_size={2 * PER_PROCESS}"])
     assert runs["vq"].config.train.processes == 1
@@ -164,7 +151,7 @@ def test_two_process_runs_of_both_stages_resume_a_kill_with_identical_losses(tmp
         runs = runs_of(grid, RUN)
     vq, pr = runs["vq"].run_id, runs["pr"].run_id
     for phase in ("first", "resume"):
-        two_processes(run_worker, str(grid), str(tmp_path), phase)
+        run_processes(run_worker, str(grid), str(tmp_path), phase)
     for folder, run_id in (("killed", vq), ("killed_prior", pr)):
         straight, resumed = tmp_path / "straight" / run_id, tmp_path / folder / run_id
         status = RunDir(resumed).status()

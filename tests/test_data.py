@@ -198,12 +198,12 @@ SYNTH_HASH = ("import hashlib, torch; from galip_bench.config.schema import Data
 
 
 def test_synthetic_is_deterministic_across_processes():
-    runs = [subprocess.run([sys.executable, "-c", SYNTH_HASH], capture_output=True, text=True, check=True).stdout
-            for _ in range(2)]
+    # another interpreter (its own hash seed and RNG states) renders the same scenes as this one
+    there = subprocess.run([sys.executable, "-c", SYNTH_HASH], capture_output=True, text=True, check=True).stdout
     ds = build_dataset(DataConfig(size=64, seed=3), "test", False)
     here = hashlib.sha256(b"".join(ds[i]["image"].numpy().tobytes() + ds[i]["caption"].encode()
                                    for i in range(20))).hexdigest()
-    assert runs[0].strip() == runs[1].strip() == here
+    assert there.strip() == here
     other = build_dataset(DataConfig(size=64, seed=4), "test", False)
     assert not torch.equal(other[0]["image"], ds[0]["image"]) or other[0]["caption"] != ds[0]["caption"]
     captions = {ds[i]["caption"] for i in range(len(ds))}

@@ -2,23 +2,15 @@
 per-sample loss terms, and a 2-process run trains, checkpoints and resumes."""
 import os
 import shutil
-import socket
 
 import torch
-import torch.multiprocessing as mp
-from helpers import tiny_galip
+from helpers import run_processes, tiny_galip
 
 from galip_bench.grids.grid import load_grid
 from galip_bench.runs.rundir import RunDir, read_jsonl
 from galip_bench import distributed
 from galip_bench.train.loop import train_run
 from models.losses import hinge, ma_gp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def set_env(rank, world_size, port):
@@ -58,7 +50,7 @@ def grads_worker(rank, world_size, port, out_path):
 
 def test_all_reduced_gradients_equal_single_process(tmp_path):
     out = tmp_path / "grads.pt"
-    mp.spawn(grads_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    run_processes(grads_worker, str(out))
     galip = tiny_galip(seed=3)
     per_sample_d_loss(galip, *batch()).backward()
     single = [p.grad for p in list(galip.netD.parameters()) + list(galip.netC.parameters())]
@@ -114,19 +106,19 @@ def test_two_process_run_trains_checkpoints_and_resumes(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID)
     run_path, forgot = tmp_path / "run", tmp_path / "forgot"
-    mp.spawn(train_worker, args=(2, free_port(), str(grid), str(run_path), 3), nprocs=2, join=True)
+    run_processes(train_worker, str(grid), str(run_path), 3)
     run_dir = RunDir(run_path)
     assert run_dir.checkpoints()[-1].name == "step_00000002.pt"
     shutil.copytree(run_path, forgot)
-    mp.spawn(train_worker, args=(2, free_port(), str(grid), str(run_path), None), nprocs=2, join=True)
+    run_processes(train_worker, str(grid), str(run_path), None)
     assert run_dir.status()["state"] == "finished" and run_dir.status()["world_size"] == 2
     assert run_dir.status()["resumed_from"] == "step_00000002.pt"
     assert [r["step"] for r in read_jsonl(run_dir.train_log)] == [1, 2, 3, 4, 5, 6]
     straight = tmp_path / "straight"
-    mp.spawn(train_worker, args=(2, free_port(), str(grid), str(straight), None), nprocs=2, join=True)
+    run_processes(train_worker, str(grid), str(straight), None)
     assert _losses(run_path) == _losses(straight)  # every loss of every step, bit for bit
     assert _worst(_state(run_path, 6), _state(straight, 6)) == 0.0
-    mp.spawn(train_worker, args=(2, free_port(), str(grid), str(forgot), None, True), nprocs=2, join=True)
+    run_processes(train_worker, str(grid), str(forgot), None, True)
     assert RunDir(forgot).status()["state"] == "finished"
     assert _losses(forgot)[:2] == _losses(straight)[:2] and _losses(forgot)[2:] != _losses(straight)[2:]
     assert _worst(_state(forgot, 6), _state(straight, 6)) > 1e-4
@@ -134,6 +126,7 @@ def test_two_process_run_trains_checkpoints_and_resumes(tmp_path):
 
 def accum_worker(rank, world_size, port, grid_path, run_path, overrides):
     set_env(rank, world_size, port)
+    torch.set_num_threads(1)
     run = load_grid(grid_path, overrides=overrides).runs[0]
     train_run(run.config, RunDir(run_path), progress=False)
     distributed.shutdown()
@@ -151,8 +144,7 @@ def test_two_processes_equal_one_process_with_two_micro_batches(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(GRID)
     steps = ["train.steps=2", "train.ckpt_every=1", "train.keep_ckpts=0", "train.log_every=1"]
-    mp.spawn(accum_worker, args=(2, free_port(), str(grid), str(tmp_path / "ddp"), SMALL + steps), nprocs=2,
-             join=True)
+    run_processes(accum_worker, str(grid), str(tmp_path / "ddp"), SMALL + steps)
     for name, extra in (("accum", ["train.grad_accum=2"]), ("whole", ["train.batch_size=8"])):
         run = load_grid(grid, overrides=SMALL + steps + extra).runs[0]
         train_run(run.config, RunDir(tmp_path / name), progress=False)

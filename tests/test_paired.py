@@ -6,15 +6,13 @@ planted regression (worse, significant: exit 1) from noise (worse, within noise:
 import datetime
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
-from helpers import tiny_galip
+from helpers import run_processes, tiny_galip
 
 from galip_bench import distributed
 from galip_bench.checkpoints import save_checkpoint
@@ -327,12 +325,6 @@ def test_cmmd_and_inception_scores_keep_what_their_resamples_need(tmp_path):
     assert paired.for_metric(mem, "cmmd_unbiased").value() == pytest.approx(unbiased["value"], rel=1e-9)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 ONE_BATCH = dict(protocols=["clip_score_galip"], num_samples=40, batch_size=16)
 
 
@@ -352,7 +344,7 @@ def worker(rank, world, port, tmp):
 
 def test_two_processes_keep_the_samples_one_process_keeps(tmp_path):
     """Gathered across ranks in plan order: the same files and per-sample data as one process (rank 0 writes)."""
-    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_processes(worker, str(tmp_path))
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     assert rank1 == {"records": [], "kept": {}, "small": {}}
     threads = torch.get_num_threads()

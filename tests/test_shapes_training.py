@@ -26,7 +26,7 @@ from models import GALIP
 
 GRID = "name: s\nprofile: shapes\nvariants: [{name: full}]\nseeds: [0]\n"
 STEPS = 250
-SHORT = [f"train.steps={STEPS}", "train.ckpt_every=50", "train.eval_every=0", "train.sample_every=0",
+SHORT = [f"train.steps={STEPS}", "train.ckpt_every=50", "train.eval_every=0", "train.sample_every=0", "train.threads=2",
          "data.num_train=2048"]
 
 

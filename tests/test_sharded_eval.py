@@ -4,15 +4,13 @@ writes the records `eval` writes."""
 import datetime
 import json
 import os
-import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
-from helpers import tiny_galip
+from helpers import run_processes, tiny_galip
 
 from galip_bench.checkpoints import save_checkpoint
 from galip_bench.cli import main
@@ -31,12 +29,6 @@ FULL = dict(protocols=PROTOCOLS, passes=2, batch_size=32, extractor="tiny", boot
 # one batch (N = 40): process 0 has no share (no FID: the tiny features are 64-d, FID needs N > 64)
 ONE_BATCH = dict(protocols=["clip_score_galip", "clip_score", "kid", "is"], num_samples=40, batch_size=16,
                  extractor="tiny", bootstrap=0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def site(cache) -> SiteConfig:
@@ -90,7 +82,7 @@ def worker(rank, world, port, tmp):
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sharded")
-    mp.spawn(worker, args=(2, free_port(), str(tmp)), nprocs=2, join=True)
+    run_processes(worker, str(tmp))
     return tmp, [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
