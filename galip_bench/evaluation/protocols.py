@@ -8,10 +8,10 @@ import torch
 from galip_bench.errors import UserError
 from galip_bench.evaluation.plans import SamplePlan
 from galip_bench.evaluation.shapes_protocol import FDShapes, ShapesAcc
-from galip_bench.evaluation.spec import HIGHER, LOWER, Protocol
+from galip_bench.evaluation.spec import HIGHER, LOWER, Features, FrechetProtocol, Protocol
 from galip_bench.metrics import blur
 from galip_bench.metrics import clip_score as cs
-from galip_bench.metrics.fid import FeatureBank, StatsAccumulator, frechet_distance
+from galip_bench.metrics.fid import FeatureBank
 
 PROTOCOLS: dict = {}
 
@@ -23,22 +23,8 @@ def register(cls):
 
 # ---- Inception / CLIP-embedding FIDs ---------------------------------------------------------------------------------
 
-class _FID(Protocol):
-    kind = "features"
-    feature_dim = 2048
-    reference_source = "split"
-    bootstrap = True  # the driver keeps the generated features for a bootstrap interval (evaluation.bootstrap)
-
-    def new_accumulator(self):
-        return StatsAccumulator()
-
-    def compute_all(self, acc, reference: dict) -> dict:
-        gen = acc.state()
-        return {self.name: frechet_distance(gen["mu"], gen["sigma"], reference["mu"], reference["sigma"])}
-
-
 @register
-class FIDGALIP(_FID):
+class FIDGALIP(FrechetProtocol):
     name = "fid_galip"
     matches = ("official GALIP code (calculate_FID_CLIP_sim): torchvision ImageNet inception_v3 in pytorch-fid's "
                "block layout, float features, scipy sqrtm Frechet distance; paper-comparable")
@@ -49,7 +35,7 @@ class FIDGALIP(_FID):
 
     def build(self, path, device):
         from galip_bench.metrics.legacy import GALIPInception
-        return _Features(GALIPInception(path).to(device).features)
+        return Features(GALIPInception(path).to(device).features)
 
 
 @register
@@ -79,7 +65,7 @@ class _TorchFidelityFeatures:
 
 
 @register
-class FID(_TorchFidelityFeatures, _FID):
+class FID(_TorchFidelityFeatures, FrechetProtocol):
     name = "fid"
     matches = "torch-fidelity calculate_metrics(fid=True), inception-v3-compat (TTUR / TF FID comparable)"
 
@@ -113,7 +99,7 @@ class FIDBlur2(_BlurredFID):
 
 
 @register
-class FIDClean(_FID):
+class FIDClean(FrechetProtocol):
     name = "fid_clean"
     matches = "clean-fid compute_fid(mode='clean')"
     resize = "uint8, PIL bicubic float resize 299 (clean)"
@@ -196,7 +182,7 @@ class InceptionScore(_TorchFidelityFeatures, Protocol):
 
 
 @register
-class FIDCLIP(_FID):
+class FIDCLIP(FrechetProtocol):
     name = "fid_clip"
     matches = "FID in CLIP image-embedding space (Kynkaanniemi et al. 2023; clean-fid's clip_vit_b_32 features)"
     resize = "clamp, (x+1)/2, bicubic 224 + centre crop, CLIP mean/std"
@@ -213,19 +199,9 @@ class FIDCLIP(_FID):
 
     def build(self, path, device):
         embedder = cs.ClipEmbedder(self.option("clip_model"), path, "standard", device)
-        features = _Features(lambda images: embedder.encode_image(images).double())
+        features = Features(lambda images: embedder.encode_image(images).double())
         features.model = embedder.model  # its CLIP, which `observe_model` compares with the model's
         return features
-
-
-class _Features:
-    """An extractor callable: images -> [B, D] float64 features."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, images):
-        return self.fn(images)
 
 
 # ---- DINOv2 features: fd_dinov2, prdc ----------------------------------------------------------------------------
@@ -244,7 +220,7 @@ class _DINOv2Features:
 
 
 @register
-class FDDINOv2(_DINOv2Features, _FID):
+class FDDINOv2(_DINOv2Features, FrechetProtocol):
     name = "fd_dinov2"
     feature_dim = 1024
     matches = ("dgm-eval FD_DINOv2 (Stein et al. 2023): DINOv2Encoder(arch='vitl14', clean_resize=False) "
@@ -338,7 +314,7 @@ class _DMGANPath:
 
 
 @register
-class FIDDMGAN(_DMGANPath, _FID):
+class FIDDMGAN(_DMGANPath, FrechetProtocol):
     name = "fid_dmgan"
     matches = ("DM-GAN's PyTorch FID (eval/FID/fid_score.py, inception.py: pytorch-fid's early InceptionV3 wrapper "
                "of torchvision's ImageNet inception_v3) on the PNGs its sampling writes: pool3 features, np.cov, "

@@ -4,8 +4,7 @@ every metric is recorded with its chance level and a bootstrap 95% interval over
 import numpy as np
 import torch
 
-from galip_bench.evaluation.spec import HIGHER, LOWER, Protocol
-from galip_bench.metrics.fid import StatsAccumulator, frechet_distance
+from galip_bench.evaluation.spec import HIGHER, Features, FrechetProtocol, Protocol
 from galip_bench.shapes.accuracy import METRICS, ShapesAccuracy, bootstrap_interval, chance
 from galip_bench.shapes.labels import caption_labels
 from galip_bench.shapes.reader import READ_SIZE
@@ -81,17 +80,13 @@ class ShapesAcc(Protocol):
                 "reader_sha256": info.get("sha256"), "reader_accuracy": info.get("accuracy")}
 
 
-class FDShapes(Protocol):
+class FDShapes(FrechetProtocol):
     """Fréchet distance between the generated images and the test renders in the shapes CLIP's image-embedding space
     (the trained tiny CLIP, `shapes.clip`): a distribution check in a space that knows the scenes, where Inception
     (trained on photographs) sees flat colours."""
     name = "fd_shapes"
-    kind = "features"
-    reference_source = "split"
     requires_data = "synthetic"
-    bootstrap = True
     feature_dim = 64
-    metrics = {"fd_shapes": LOWER}
     matches = ("galip-bench's shapes benchmark: Fréchet distance (np.cov, scipy sqrtm, as `fid`) of the shapes CLIP's "
                "image embeddings of the generated images against the test split's renders")
     resize = "the CLIP's own input (official preprocessing: x*0.5+0.5, nearest to 56 px, CLIP mean/std)"
@@ -103,25 +98,13 @@ class FDShapes(Protocol):
         super().__init__(*args, **kwargs)
         self.clip_info = None
 
-    def dim(self) -> int:
-        return self.feature_dim
-
     def build_cached(self, cache_dir, device):
-        from galip_bench.shapes.cache import load_clip
-        from models.clip import FrozenCLIP
-        state, self.clip_info = load_clip(cache_dir, preprocess="official")
-        clip = FrozenCLIP.from_open_clip("tiny", preprocess="official")
-        clip.model.load_state_dict(state)
-        clip = clip.to(device)
-        extractor = lambda images: clip.encode_image(images.to(device))[1].double()  # noqa: E731
-        return _CLIPFeatures(extractor)
-
-    def new_accumulator(self):
-        return StatsAccumulator()
-
-    def compute_all(self, acc, reference: dict) -> dict:
-        gen = acc.state()
-        return {self.name: frechet_distance(gen["mu"], gen["sigma"], reference["mu"], reference["sigma"])}
+        from galip_bench.checkpoints.clip import SHAPES, build_clip
+        from models import CLIPConfig
+        clip = build_clip(CLIPConfig(model="tiny", pretrained=SHAPES, preprocess="official"), device=device,
+                          precision="fp32", cache_dir=cache_dir)
+        self.clip_info = clip.weights_info
+        return Features(lambda images: clip.encode_image(images.to(device))[1].double())
 
     def reference_settings(self, dataset_id: str, weights_sha256=None) -> dict:
         return {**super().reference_settings(dataset_id, weights_sha256),
@@ -131,14 +114,3 @@ class FDShapes(Protocol):
         info = self.clip_info or {}
         return {**super().settings_dict(), "clip_recipe_hash": info.get("recipe_hash"),
                 "clip_sha256": info.get("sha256")}
-
-
-class _CLIPFeatures:
-    weights_path = None
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    @torch.no_grad()
-    def __call__(self, images):
-        return self.fn(images)

@@ -21,6 +21,7 @@ import torch
 
 from galip_bench.errors import UserError
 from galip_bench.evaluation.plans import SamplePlan
+from galip_bench.metrics.fid import StatsAccumulator, frechet_distance
 
 LOWER, HIGHER = -1, +1
 OFFICIAL_CLAMP = "clamp(-1, 1), then nan_to_num(nan=-1, posinf=1, neginf=-1) (the official test loop)"
@@ -191,3 +192,30 @@ class Protocol:
             raise UserError(f"protocol {self.name} is defined on {self.requires_data} (its captions and "
                             f"statistics); the evaluation data is {data_kind}: set eval.data to the "
                             f"{self.requires_data} dataset")
+
+
+class FrechetProtocol(Protocol):
+    """A Fréchet distance between the generated images' features and the reference's (np.cov, scipy sqrtm:
+    metrics.fid), 2048-d Inception features unless a subclass says otherwise."""
+    kind = "features"
+    feature_dim = 2048
+    reference_source = "split"
+    bootstrap = True  # the driver keeps the generated features for a bootstrap interval (evaluation.bootstrap)
+
+    def new_accumulator(self):
+        return StatsAccumulator()
+
+    def compute_all(self, acc, reference: dict) -> dict:
+        gen = acc.state()
+        return {self.name: frechet_distance(gen["mu"], gen["sigma"], reference["mu"], reference["sigma"])}
+
+
+class Features:
+    """An extractor callable: images -> [B, D] float64 features (no gradient)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    @torch.no_grad()
+    def __call__(self, images):
+        return self.fn(images)

@@ -21,12 +21,18 @@ NETS = ("vqgan", "disc", "prior")
 HF_PARAMETERS = {"vqgan": 76_073_859, "codebook": 4_194_304, "disc": 2_765_633, "prior": 336_669_696}
 
 
+def clip_cosine(images: torch.Tensor, cond: torch.Tensor, encode_image: Callable) -> torch.Tensor:
+    """images [B,3,H,W], cond [B,E] -> [B]: the cosine of each image's embedding encode_image(image) with its
+    condition (HF demo.py's CLIP similarity)."""
+    emb = F.normalize(embedding(encode_image(images)).float(), dim=-1)
+    return (emb * F.normalize(cond.float(), dim=-1)).sum(-1)
+
+
 def rerank(images: torch.Tensor, cond: torch.Tensor, encode_image: Callable) -> torch.Tensor:
-    """images [B,C,3,H,W] (C candidates per condition), cond [B,E] -> the index [B] of each row's candidate whose
-    embedding encode_image(image) has the highest cosine similarity with cond (HF demo.py's CLIP filter)."""
+    """images [B,C,3,H,W] (C candidates per condition), cond [B,E] -> the index [B] of each row's candidate with
+    the highest `clip_cosine` (HF demo.py's CLIP filter)."""
     b, c = images.shape[:2]
-    emb = F.normalize(embedding(encode_image(images.flatten(0, 1))).float(), dim=-1).view(b, c, -1)
-    return (emb @ F.normalize(cond.float(), dim=-1).unsqueeze(-1)).squeeze(-1).argmax(dim=1)
+    return clip_cosine(images.flatten(0, 1), cond.repeat_interleave(c, dim=0), encode_image).view(b, c).argmax(dim=1)
 
 
 def best_of(draw: Callable[[int], torch.Tensor], candidates: int, cond: torch.Tensor,
@@ -38,15 +44,12 @@ def best_of(draw: Callable[[int], torch.Tensor], candidates: int, cond: torch.Te
     best = draw(0)
     if candidates == 1:
         return best
-    target = F.normalize(cond.float(), dim=-1)
-
-    def score(images):
-        with torch.no_grad():
-            return (F.normalize(embedding(encode_image(images.clamp(-1.0, 1.0))).float(), dim=-1) * target).sum(-1)
-    best_score = score(best)
+    with torch.no_grad():
+        best_score = clip_cosine(best.clamp(-1.0, 1.0), cond, encode_image)
     for c in range(1, candidates):
         images = draw(c)
-        new_score = score(images)
+        with torch.no_grad():
+            new_score = clip_cosine(images.clamp(-1.0, 1.0), cond, encode_image)
         better = new_score > best_score
         best = torch.where(better.view(-1, *[1] * (images.dim() - 1)), images, best)
         best_score = torch.where(better, new_score, best_score)
@@ -122,6 +125,7 @@ class ClipGen(nn.Module):
         several candidates per embedding, the one this model's CLIP puts closest to it (see `rerank`)."""
         if candidates < 1 or (candidates > 1 and self.clip is None):
             raise ValueError(f"candidates={candidates}: give at least 1, and a CLIP to rerank several")
+
         def draw(c: int) -> torch.Tensor:
             tokens = self.prior.sample(clip_emb, temperature, top_k, top_p, generator)
             return self.vqgan.decode_indices(tokens).clamp(-1.0, 1.0)
